@@ -1,0 +1,25 @@
+// Reading training text as a sequence of documents, whatever the file format.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace relora::data {
+
+// Expands directories (recursively, sorted, skipping hidden files) into the files they hold;
+// throws std::runtime_error naming the first path that does not exist.
+std::vector<std::string> expand_input_paths(const std::vector<std::string>& paths);
+
+// Calls `on_document` for each document of `path`:
+//  - .json / .jsonl (optionally .gz): one JSON object per line; its "text" field is a document
+//    (the C4 shard format). A line that is not JSON or lacks "text" is an error naming file:line.
+//  - anything else (optionally .gz): plain UTF-8 text; documents are separated by lines holding
+//    only "<|endoftext|>" (TinyStories) or "%" (fortune files); without separators the whole
+//    file is one document.
+// Empty documents are skipped.
+void read_documents(const std::string& path,
+                    const std::function<void(std::string_view)>& on_document);
+
+}  // namespace relora::data
