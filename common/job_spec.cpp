@@ -1,0 +1,592 @@
+// Job spec loading: YAML -> JSON -> protobuf, defaults, validation (see job_spec.h).
+//
+// YAML is not fed to protobuf blindly: we walk it alongside the message descriptor so that every
+// error can name the dotted field path and the offending value, which protobuf's own JSON parser
+// cannot do. The walker converts each YAML scalar to the JSON type its field needs, so that YAML's
+// untyped scalars ("steps: 1000" and "steps: '1000'") both work while "rank: abc" is rejected.
+#include "common/job_spec.h"
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/util/json_util.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <vector>
+
+#include "common/model_presets.h"
+
+namespace relora {
+namespace {
+
+using google::protobuf::Descriptor;
+using google::protobuf::FieldDescriptor;
+using nlohmann::json;
+
+// ---------------------------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------------------------
+
+std::string join_path(const std::string& parent, const std::string& name) {
+  return parent.empty() ? name : parent + "." + name;
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+// How a value that has the wrong shape is shown after "got".
+std::string describe(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Map: return "a mapping";
+    case YAML::NodeType::Scalar: return "'" + n.Scalar() + "'";
+    default: return "nothing";
+  }
+}
+
+// Integer text -> value, or nullopt if it is not an integer. Accepts "1000", "+5" and, because
+// people write step counts that way, exact integers in float notation ("1e4", "2000.0").
+template <typename T>
+std::optional<T> parse_integer(std::string s) {
+  if (!s.empty() && s[0] == '+') s.erase(0, 1);
+  T v{};
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec == std::errc() && end == s.data() + s.size()) return v;
+  if (ec == std::errc::result_out_of_range) return std::nullopt;
+  double d = 0;
+  auto [dend, dec] = std::from_chars(s.data(), s.data() + s.size(), d);
+  if (dec != std::errc() || dend != s.data() + s.size()) return std::nullopt;
+  // Beyond 2^53 a double no longer pins down one integer.
+  if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 9007199254740992.0) return std::nullopt;
+  if (d < static_cast<double>(std::numeric_limits<T>::min()) ||
+      d > static_cast<double>(std::numeric_limits<T>::max())) {
+    return std::nullopt;
+  }
+  return static_cast<T>(d);
+}
+
+// YAML float text -> JSON (a number, or protobuf's "Infinity"/"NaN" strings for YAML's .inf/.nan).
+std::optional<json> parse_double(std::string s) {
+  static const std::regex kDecimal(R"([-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?)");
+  static const std::regex kInf(R"([-+]?\.(inf|Inf|INF))");
+  static const std::regex kNan(R"(\.(nan|NaN|NAN))");
+  if (std::regex_match(s, kInf)) return json(s[0] == '-' ? "-Infinity" : "Infinity");
+  if (std::regex_match(s, kNan)) return json("NaN");
+  // The regex keeps out what from_chars would otherwise accept ("inf", "nan", hex floats).
+  if (!std::regex_match(s, kDecimal)) return std::nullopt;
+  if (s[0] == '+') s.erase(0, 1);
+  double d = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), d);  // locale-independent
+  if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return json(d);
+}
+
+// Walks one YAML document next to the JobSpec descriptor and builds protobuf-JSON.
+class YamlToJson {
+ public:
+  YamlToJson(std::string source, const Descriptor* root) : source_(std::move(source)), root_(root) {}
+
+  json message(const YAML::Node& node, const Descriptor* d, const std::string& path) const {
+    json out = json::object();
+    if (node.IsNull()) return out;  // "eval:" with nothing under it: all defaults
+    if (!node.IsMap()) fail(path + ": expected a mapping of fields, got " + describe(node), node);
+    std::set<std::string> seen;
+    for (const auto& kv : node) {
+      if (!kv.first.IsScalar()) fail("field names under '" + path + "' must be plain words", kv.first);
+      const std::string name = kv.first.Scalar();
+      const std::string full = join_path(path, name);
+      const FieldDescriptor* f = d->FindFieldByName(name);
+      if (f == nullptr) fail("unknown field '" + full + "'" + suggestion(d, name), kv.first);
+      // yaml-cpp keeps both copies of a repeated key; silently taking one would hide a mistake.
+      if (!seen.insert(name).second) fail("duplicate field '" + full + "'", kv.first);
+      if (kv.second.IsNull()) continue;  // "rank:" or "rank: ~" leaves the field unset
+      out[name] = value(kv.second, f, full);
+    }
+    return out;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what, const YAML::Node& at) const {
+    std::string msg = source_ + ": " + what;
+    if (at.Mark().line >= 0) msg += " (line " + std::to_string(at.Mark().line + 1) + ")";
+    throw JobSpecError(msg);
+  }
+
+  // " (did you mean 'x'?)" for a likely typo of a field of `d`, or for a field of another
+  // section written at the wrong level ("rank" under training: -> 'relora.rank').
+  std::string suggestion(const Descriptor* d, const std::string& name) const {
+    const FieldDescriptor* best = nullptr;
+    size_t best_dist = std::max<size_t>(1, name.size() / 3) + 1;  // closer than this is a typo
+    for (int i = 0; i < d->field_count(); ++i) {
+      size_t dist = edit_distance(name, d->field(i)->name());
+      if (dist < best_dist) best = d->field(i), best_dist = dist;
+    }
+    if (best != nullptr) return " (did you mean '" + best->name() + "'?)";
+    for (int i = 0; i < root_->field_count(); ++i) {
+      const Descriptor* section = root_->field(i)->message_type();
+      if (section != nullptr && section != d && section->FindFieldByName(name) != nullptr) {
+        return " (did you mean '" + root_->field(i)->name() + "." + name + "'?)";
+      }
+    }
+    return "";
+  }
+
+  json value(const YAML::Node& node, const FieldDescriptor* f, const std::string& path) const {
+    if (!f->is_repeated()) return element(node, f, path);
+    // Map fields would need a mapping here; the job spec has none.
+    json arr = json::array();
+    if (node.IsSequence()) {
+      for (size_t i = 0; i < node.size(); ++i) {
+        arr.push_back(element(node[i], f, path + "[" + std::to_string(i) + "]"));
+      }
+    } else if (node.IsScalar() && f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) {
+      arr.push_back(element(node, f, path));  // "train: corpus.txt" means a one-element list
+    } else {
+      fail(path + ": expected a list, got " + describe(node), node);
+    }
+    return arr;
+  }
+
+  json element(const YAML::Node& node, const FieldDescriptor* f, const std::string& path) const {
+    using CT = FieldDescriptor::CppType;
+    if (f->cpp_type() == CT::CPPTYPE_MESSAGE) return message(node, f->message_type(), path);
+    const char* expected = "a string";
+    switch (f->cpp_type()) {
+      case CT::CPPTYPE_INT32: case CT::CPPTYPE_INT64: expected = "an integer"; break;
+      case CT::CPPTYPE_UINT32: case CT::CPPTYPE_UINT64: expected = "a non-negative integer"; break;
+      case CT::CPPTYPE_DOUBLE: case CT::CPPTYPE_FLOAT: expected = "a number"; break;
+      case CT::CPPTYPE_BOOL: expected = "true or false"; break;
+      default: break;
+    }
+    if (!node.IsScalar()) fail(path + ": expected " + std::string(expected) + ", got " + describe(node), node);
+    const std::string& s = node.Scalar();
+    std::optional<json> out;
+    switch (f->cpp_type()) {
+      case CT::CPPTYPE_INT32: if (auto v = parse_integer<int32_t>(s)) out = *v; break;
+      case CT::CPPTYPE_INT64: if (auto v = parse_integer<int64_t>(s)) out = *v; break;
+      case CT::CPPTYPE_UINT32: if (auto v = parse_integer<uint32_t>(s)) out = *v; break;
+      case CT::CPPTYPE_UINT64: if (auto v = parse_integer<uint64_t>(s)) out = *v; break;
+      case CT::CPPTYPE_DOUBLE: case CT::CPPTYPE_FLOAT: out = parse_double(s); break;
+      case CT::CPPTYPE_BOOL: {
+        bool b = false;
+        if (YAML::convert<bool>::decode(node, b)) out = b;
+        break;
+      }
+      default: out = s; break;  // strings and enum names (protobuf resolves the latter)
+    }
+    if (!out) {
+      // An integer that does not fit the field (e.g. 3e9 for an int32) also lands here.
+      const bool integer = f->cpp_type() == CT::CPPTYPE_INT32 || f->cpp_type() == CT::CPPTYPE_INT64 ||
+                           f->cpp_type() == CT::CPPTYPE_UINT32 || f->cpp_type() == CT::CPPTYPE_UINT64;
+      fail(path + ": expected " + std::string(expected) + ", got '" + s + "'" +
+               (integer && parse_integer<int64_t>(s) ? " (out of range)" : ""),
+           node);
+    }
+    return *out;
+  }
+
+  std::string source_;
+  const Descriptor* root_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Validation helpers
+// ---------------------------------------------------------------------------------------------
+
+[[noreturn]] void fail(const std::string& field, const std::string& what) {
+  throw JobSpecError(field + ": " + what);
+}
+
+std::string num(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+void require_one_of(const std::string& field, const std::string& value,
+                    const std::vector<std::string>& allowed) {
+  if (std::find(allowed.begin(), allowed.end(), value) == allowed.end()) {
+    fail(field, "'" + value + "' is not one of " + join(allowed));
+  }
+}
+
+// All range checks are written as "!(in range)" so that NaN fails them too.
+void require_range(const std::string& field, double v, double lo, double hi, bool hi_open,
+                   const std::string& range_text) {
+  const bool ok = std::isfinite(v) && v >= lo && (hi_open ? v < hi : v <= hi);
+  if (!ok) fail(field, num(v) + " must be in " + range_text);
+}
+
+void require_positive(const std::string& field, double v) {
+  if (!(std::isfinite(v) && v > 0)) fail(field, num(v) + " must be a positive number");
+}
+
+void validate_model(const relora::v1::ModelSpec& m) {
+  if (!m.preset().empty() && !find_model_preset(m.preset())) {
+    fail("model.preset", "unknown preset '" + m.preset() + "' (valid: " + join(model_preset_names()) + ")");
+  }
+  const struct { const char* name; bool has; int32_t value; } dims[] = {
+      {"hidden_size", m.has_hidden_size(), m.hidden_size()},
+      {"num_layers", m.has_num_layers(), m.num_layers()},
+      {"num_heads", m.has_num_heads(), m.num_heads()},
+      {"intermediate_size", m.has_intermediate_size(), m.intermediate_size()},
+      {"vocab_size", m.has_vocab_size(), m.vocab_size()},
+  };
+  for (const auto& d : dims) {
+    const std::string field = std::string("model.") + d.name;
+    if (!d.has) fail(field, "required when model.preset is not set (presets: " + join(model_preset_names()) + ")");
+    if (d.value <= 0) fail(field, std::to_string(d.value) + " must be positive");
+  }
+  if (m.hidden_size() % m.num_heads() != 0) {
+    fail("model.hidden_size", std::to_string(m.hidden_size()) + " is not divisible by model.num_heads " +
+                                  std::to_string(m.num_heads()));
+  }
+  // Rotary embeddings rotate pairs of channels, so each head needs an even width.
+  if ((m.hidden_size() / m.num_heads()) % 2 != 0) {
+    fail("model.num_heads", "head dimension " + std::to_string(m.hidden_size() / m.num_heads()) +
+                                " (hidden_size / num_heads) must be even for rotary embeddings");
+  }
+  require_positive("model.rms_norm_eps", m.rms_norm_eps());
+  require_positive("model.rope_theta", m.rope_theta());
+}
+
+void validate_data(const relora::v1::DataSpec& d, const relora::v1::ModelSpec& m) {
+  if (d.train_size() == 0) fail("data.train", "at least one training file or directory is required");
+  for (int i = 0; i < d.train_size(); ++i) {
+    if (d.train(i).empty()) fail("data.train[" + std::to_string(i) + "]", "empty path");
+  }
+  if (d.seq_len() < 2) fail("data.seq_len", std::to_string(d.seq_len()) + " must be at least 2");
+  require_range("data.validation_fraction", d.validation_fraction(), 0, 0.5, false, "[0, 0.5]");
+  if (d.tokenizer_model().empty()) {  // the tokenizer is trained by us: its size must fit the model
+    const int32_t v = d.tokenizer_vocab_size();
+    if (v < 16) fail("data.tokenizer_vocab_size", std::to_string(v) + " must be at least 16");
+    if (v > m.vocab_size()) {
+      fail("data.tokenizer_vocab_size", std::to_string(v) + " is larger than model.vocab_size " +
+                                            std::to_string(m.vocab_size()) +
+                                            " (the model's vocabulary must be at least the tokenizer's)");
+    }
+  }
+}
+
+void validate_training(const relora::v1::TrainingSpec& t) {
+  if (!t.has_steps()) fail("training.steps", "required (the total number of optimizer steps)");
+  if (t.steps() < 1) fail("training.steps", std::to_string(t.steps()) + " must be at least 1");
+  if (t.micro_batch_size() < 1) fail("training.micro_batch_size", std::to_string(t.micro_batch_size()) + " must be at least 1");
+  if (t.grad_accum_steps() < 1) fail("training.grad_accum_steps", std::to_string(t.grad_accum_steps()) + " must be at least 1");
+  require_positive("training.lr", t.lr());
+  if (t.warmup_steps() < 0 || t.warmup_steps() >= t.steps()) {
+    fail("training.warmup_steps", std::to_string(t.warmup_steps()) + " must be in [0, training.steps " +
+                                      std::to_string(t.steps()) + ")");
+  }
+  require_range("training.min_lr_ratio", t.min_lr_ratio(), 0, 1, false, "[0, 1]");
+  require_range("training.weight_decay", t.weight_decay(), 0, INFINITY, false, "[0, inf)");
+  require_range("training.grad_clip", t.grad_clip(), 0, INFINITY, false, "[0, inf) (0 turns clipping off)");
+  require_one_of("training.dtype", t.dtype(), {"fp32", "bf16"});
+  require_range("training.adam_beta1", t.adam_beta1(), 0, 1, true, "[0, 1)");
+  require_range("training.adam_beta2", t.adam_beta2(), 0, 1, true, "[0, 1)");
+  require_positive("training.adam_eps", t.adam_eps());
+  if (t.log_every_steps() < 0) fail("training.log_every_steps", std::to_string(t.log_every_steps()) + " must be >= 0");
+}
+
+// The reference implementation makes it easy to ask for ReLoRA and silently get something else;
+// here every setting that the chosen mode would ignore is an error.
+void validate_mode_conflicts(const relora::v1::ReloraSpec& r) {
+  const bool reset_set = !r.optimizer_reset().empty() && r.optimizer_reset() != "none";
+  const struct { const char* field; bool set; bool merge_only; } settings[] = {
+      {"rank", r.has_rank(), false},
+      {"alpha", r.has_alpha(), false},
+      {"dropout", r.has_dropout(), false},
+      {"lr", r.has_lr(), false},
+      {"warm_start_steps", r.warm_start_steps() != 0, false},
+      {"warm_start_checkpoint", !r.warm_start_checkpoint().empty(), false},
+      {"cycle_steps", r.has_cycle_steps(), true},
+      {"restart_warmup_steps", r.has_restart_warmup_steps(), true},
+      {"optimizer_reset", reset_set, true},
+      {"prune_ratio", r.has_prune_ratio(), true},
+  };
+  for (const auto& s : settings) {
+    if (!s.set) continue;
+    const std::string field = std::string("relora.") + s.field;
+    if (r.mode() == "full") {
+      const char* why = s.merge_only ? "full-rank training never merges" : "full-rank training has no low-rank adapters";
+      throw JobSpecError(field + " is set but relora.mode is 'full' (" + why +
+                         "); set relora.mode: relora or remove it");
+    }
+    // In mode lora only the merge/restart settings are meaningless (prune_ratio is harmless at 0).
+    if (r.mode() == "lora" && s.merge_only && std::string(s.field) != "prune_ratio") {
+      throw JobSpecError(field + " is set but relora.mode is 'lora' (LoRA trains one adapter and never "
+                                 "merges, restarts or resets the optimizer); set relora.mode: relora or remove it");
+    }
+  }
+}
+
+void validate_relora(const relora::v1::JobSpec& spec) {
+  const auto& r = spec.relora();
+  const auto& t = spec.training();
+  require_one_of("relora.mode", r.mode(), {"full", "lora", "relora"});
+  validate_mode_conflicts(r);
+  if (r.mode() == "full") return;
+
+  const int32_t smallest = std::min(spec.model().hidden_size(), spec.model().intermediate_size());
+  if (r.rank() < 1) fail("relora.rank", std::to_string(r.rank()) + " must be at least 1");
+  if (r.rank() > smallest) {
+    fail("relora.rank", std::to_string(r.rank()) + " is larger than the smallest layer dimension " +
+                            std::to_string(smallest) + " (min of model.hidden_size and model.intermediate_size)");
+  }
+  require_positive("relora.alpha", r.alpha());
+  require_range("relora.dropout", r.dropout(), 0, 1, true, "[0, 1)");
+  require_positive("relora.lr", r.lr());
+  if (r.warm_start_steps() < 0 || r.warm_start_steps() >= t.steps()) {
+    fail("relora.warm_start_steps", std::to_string(r.warm_start_steps()) + " must be in [0, training.steps " +
+                                        std::to_string(t.steps()) + ") so that a low-rank phase remains");
+  }
+  if (r.warm_start_steps() > 0 && !r.warm_start_checkpoint().empty()) {
+    fail("relora.warm_start_steps", "set together with relora.warm_start_checkpoint; warm-start either "
+                                    "inside this job or from a checkpoint, not both");
+  }
+  if (r.mode() != "relora") return;
+
+  if (!r.has_cycle_steps()) fail("relora.cycle_steps", "required in mode relora (steps between merges)");
+  const int64_t cycle = r.cycle_steps();
+  if (cycle < 1) fail("relora.cycle_steps", std::to_string(cycle) + " must be at least 1");
+  const int64_t phase = t.steps() - r.warm_start_steps();
+  if (phase % cycle != 0) {
+    fail("relora.cycle_steps", std::to_string(cycle) + " does not divide the low-rank phase (" +
+                                   std::to_string(t.steps()) + " - " + std::to_string(r.warm_start_steps()) +
+                                   " = " + std::to_string(phase) + " steps)");
+  }
+  // The jagged schedule's first warmup must end within the first cycle.
+  if (t.warmup_steps() > cycle) {
+    fail("training.warmup_steps", std::to_string(t.warmup_steps()) + " is longer than relora.cycle_steps " +
+                                      std::to_string(cycle));
+  }
+  if (r.restart_warmup_steps() < 1 || r.restart_warmup_steps() >= cycle) {
+    fail("relora.restart_warmup_steps", std::to_string(r.restart_warmup_steps()) +
+                                            " must be in [1, relora.cycle_steps " + std::to_string(cycle) + ")");
+  }
+  require_one_of("relora.optimizer_reset", r.optimizer_reset(), {"magnitude", "random", "zero", "none"});
+  require_range("relora.prune_ratio", r.prune_ratio(), 0, 1, false, "[0, 1]");
+}
+
+// 1-128 characters of [A-Za-z0-9._-]: the name becomes a directory (runs/<name>) and a log key.
+void validate_name(const std::string& name) {
+  if (name.empty()) fail("name", "required (1-128 characters of A-Z a-z 0-9 . _ -)");
+  static const std::regex kName(R"([A-Za-z0-9._-]{1,128})");
+  if (!std::regex_match(name, kName) || name == "." || name == "..") {
+    fail("name", "'" + name + "' must be 1-128 characters of A-Z a-z 0-9 . _ - (and not '.' or '..')");
+  }
+}
+
+}  // namespace
+
+relora::v1::JobSpec parse_job_spec_yaml(const std::string& yaml_text, const std::string& source) {
+  std::vector<YAML::Node> docs;
+  try {
+    docs = YAML::LoadAll(yaml_text);
+  } catch (const YAML::ParserException& e) {
+    throw JobSpecError(source + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+                       ": YAML syntax error: " + e.msg);
+  } catch (const YAML::Exception& e) {
+    throw JobSpecError(source + ": YAML error: " + e.what());
+  }
+  if (docs.empty() || (docs.size() == 1 && docs[0].IsNull())) throw JobSpecError(source + ": the job spec is empty");
+  if (docs.size() > 1) throw JobSpecError(source + ": expected one YAML document, found " + std::to_string(docs.size()));
+  if (!docs[0].IsMap()) {
+    throw JobSpecError(source + ": a job spec must be a YAML mapping (name:, model:, data:, ...), got " +
+                       describe(docs[0]));
+  }
+  const Descriptor* root = relora::v1::JobSpec::descriptor();
+  const json j = YamlToJson(source, root).message(docs[0], root, "");
+
+  relora::v1::JobSpec spec;
+  google::protobuf::util::JsonParseOptions opts;
+  opts.ignore_unknown_fields = false;
+  const auto status = google::protobuf::util::JsonStringToMessage(j.dump(), &spec, opts);
+  // The walker already checked names and types, so this only fires on a bug in the walker.
+  if (!status.ok()) throw JobSpecError(source + ": " + status.ToString());
+  return spec;
+}
+
+void resolve_job_spec(relora::v1::JobSpec& spec) {
+  auto& m = *spec.mutable_model();
+  if (auto p = find_model_preset(m.preset())) {
+    std::string canonical = m.preset();
+    std::transform(canonical.begin(), canonical.end(), canonical.begin(), ::tolower);
+    m.set_preset(canonical);
+    // Explicit fields win over the preset, so only unset ones are copied.
+    if (!m.has_hidden_size()) m.set_hidden_size(p->hidden_size);
+    if (!m.has_num_layers()) m.set_num_layers(p->num_layers);
+    if (!m.has_num_heads()) m.set_num_heads(p->num_heads);
+    if (!m.has_intermediate_size()) m.set_intermediate_size(p->intermediate_size);
+    if (!m.has_vocab_size()) m.set_vocab_size(p->vocab_size);
+  }
+  if (!m.has_rms_norm_eps()) m.set_rms_norm_eps(1e-6);
+  if (!m.has_rope_theta()) m.set_rope_theta(10000.0);
+
+  auto& t = *spec.mutable_training();
+  auto& r = *spec.mutable_relora();
+  if (r.mode().empty()) r.set_mode("relora");
+  const bool low_rank = r.mode() == "lora" || r.mode() == "relora";
+  const bool relora = r.mode() == "relora";
+  // Step-derived defaults wait for a valid `steps` (validation reports a missing one), so that
+  // resolving again after the caller fills it in still gives the right values.
+  const bool have_steps = t.has_steps() && t.steps() >= 1;
+  const int64_t steps = t.steps();
+  const int64_t tenth = std::max<int64_t>(1, steps / 10);
+
+  auto& c = *spec.mutable_checkpoint();
+  if (c.dir().empty()) c.set_dir("runs/" + spec.name());
+  if (have_steps && !c.has_every_steps()) c.set_every_steps(tenth);
+  if (!c.has_keep()) c.set_keep(3);
+
+  auto& d = *spec.mutable_data();
+  if (!d.has_seq_len()) d.set_seq_len(256);
+  if (!d.has_validation_fraction()) d.set_validation_fraction(d.validation().empty() ? 0.05 : 0.0);
+  if (d.tokenizer_model().empty() && !d.has_tokenizer_vocab_size() && m.has_vocab_size()) {
+    d.set_tokenizer_vocab_size(m.vocab_size());
+  }
+  if (d.cache_dir().empty()) d.set_cache_dir(c.dir() + "/cache");
+
+  if (!t.has_micro_batch_size()) t.set_micro_batch_size(8);
+  if (!t.has_grad_accum_steps()) t.set_grad_accum_steps(1);
+  if (!t.has_lr()) t.set_lr(1e-3);
+  if (!t.has_min_lr_ratio()) t.set_min_lr_ratio(0.1);
+  if (!t.has_weight_decay()) t.set_weight_decay(0.0);
+  if (!t.has_grad_clip()) t.set_grad_clip(1.0);
+  if (t.dtype().empty()) t.set_dtype("fp32");
+  if (!t.has_seed()) t.set_seed(42);
+  if (!t.has_adam_beta1()) t.set_adam_beta1(0.9);
+  if (!t.has_adam_beta2()) t.set_adam_beta2(0.999);
+  if (!t.has_adam_eps()) t.set_adam_eps(1e-8);
+  if (!t.has_log_every_steps()) t.set_log_every_steps(0);
+  if (have_steps && !t.has_warmup_steps()) {
+    // Capped at steps - 1 (warmup must end before training does) and, for ReLoRA, at the cycle
+    // length (the jagged schedule needs the first warmup inside the first cycle).
+    int64_t w = std::min<int64_t>({500, tenth, steps - 1});
+    if (relora && r.has_cycle_steps() && r.cycle_steps() >= 1) w = std::min(w, r.cycle_steps());
+    t.set_warmup_steps(w);
+  }
+
+  // Mode full gets no adapter or cycle defaults: validation rejects those fields there.
+  if (!r.has_warm_start_steps()) r.set_warm_start_steps(0);
+  if (r.optimizer_reset().empty()) r.set_optimizer_reset(relora ? "magnitude" : "none");
+  if (low_rank) {
+    if (!r.has_rank() && m.has_hidden_size()) {
+      r.set_rank(std::max(1, std::min(128, m.hidden_size() / 4)));
+    }
+    if (!r.has_alpha()) r.set_alpha(32.0);
+    if (!r.has_dropout()) r.set_dropout(0.1);
+    if (!r.has_lr()) r.set_lr(t.lr());
+    if (!r.has_prune_ratio()) {
+      const std::string& reset = r.optimizer_reset();
+      if (reset == "magnitude") r.set_prune_ratio(0.99);
+      else if (reset == "random") r.set_prune_ratio(0.999);
+      else if (reset == "zero") r.set_prune_ratio(1.0);
+      else if (reset == "none") r.set_prune_ratio(0.0);
+    }
+  }
+  if (relora && r.has_cycle_steps() && !r.has_restart_warmup_steps()) {
+    r.set_restart_warmup_steps(std::max<int64_t>(1, std::min<int64_t>(100, r.cycle_steps() / 10)));
+  }
+
+  auto& e = *spec.mutable_eval();
+  if (have_steps && !e.has_every_steps()) e.set_every_steps(tenth);
+  if (!e.has_max_tokens()) e.set_max_tokens(200000);
+
+  auto& cl = *spec.mutable_cluster();
+  if (!cl.has_workers()) cl.set_workers(1);
+  if (cl.backend().empty()) cl.set_backend("gloo");
+}
+
+void validate_job_spec(const relora::v1::JobSpec& spec) {
+  validate_name(spec.name());
+  validate_model(spec.model());
+  validate_data(spec.data(), spec.model());
+  validate_training(spec.training());
+  validate_relora(spec);
+
+  const auto& e = spec.eval();
+  if (e.every_steps() < 0) fail("eval.every_steps", std::to_string(e.every_steps()) + " must be >= 0 (0: off)");
+  if (e.max_tokens() < 1) fail("eval.max_tokens", std::to_string(e.max_tokens()) + " must be at least 1");
+  const auto& c = spec.checkpoint();
+  if (c.dir().empty()) fail("checkpoint.dir", "required");
+  if (c.every_steps() < 0) fail("checkpoint.every_steps", std::to_string(c.every_steps()) + " must be >= 0 (0: only at the end)");
+  if (c.keep() < 1) fail("checkpoint.keep", std::to_string(c.keep()) + " must be at least 1");
+  const auto& cl = spec.cluster();
+  if (cl.workers() < 1) fail("cluster.workers", std::to_string(cl.workers()) + " must be at least 1");
+  require_one_of("cluster.backend", cl.backend(), {"gloo", "nccl"});
+}
+
+relora::v1::JobSpec load_job_spec_file(const std::string& path) {
+  // stdio rather than ifstream: it reports why a read failed (errno), including EISDIR.
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) throw JobSpecError(path + ": cannot read job spec: " + std::strerror(errno));
+  std::string text;
+  char buf[8192];
+  size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+  const int err = std::ferror(f) ? errno : 0;
+  std::fclose(f);
+  if (err != 0) throw JobSpecError(path + ": cannot read job spec: " + std::strerror(err));
+
+  relora::v1::JobSpec spec = parse_job_spec_yaml(text, path);
+  resolve_job_spec(spec);
+  try {
+    validate_job_spec(spec);
+  } catch (const JobSpecError& e) {
+    throw JobSpecError(path + ": " + e.what());  // say which file, like parse errors do
+  }
+  return spec;
+}
+
+std::string job_spec_to_json(const relora::v1::JobSpec& spec) {
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.preserve_proto_field_names = true;
+  opts.always_print_primitive_fields = true;
+  std::string out;
+  const auto status = google::protobuf::util::MessageToJsonString(spec, &out, opts);
+  if (!status.ok()) throw JobSpecError("job spec to JSON: " + status.ToString());
+  return out;
+}
+
+relora::v1::JobSpec job_spec_from_json(const std::string& json_text) {
+  relora::v1::JobSpec spec;
+  google::protobuf::util::JsonParseOptions opts;
+  opts.ignore_unknown_fields = false;
+  const auto status = google::protobuf::util::JsonStringToMessage(json_text, &spec, opts);
+  if (!status.ok()) throw JobSpecError("job spec JSON: " + status.ToString());
+  return spec;
+}
+
+int64_t low_rank_phase_steps(const relora::v1::JobSpec& spec) {
+  if (spec.relora().mode() == "full") return 0;
+  return spec.training().steps() - spec.relora().warm_start_steps();
+}
+
+}  // namespace relora
