@@ -1,0 +1,65 @@
+#include "worker/train/schedule.h"
+
+#include <cmath>
+
+#include "common/job_spec.h"
+
+namespace relora::train {
+namespace {
+
+double cosine_decay(const CosineSchedule& s, double x) {
+  const double span = static_cast<double>(s.total_steps - s.warmup_steps);
+  const double progress = span > 0 ? (x - s.warmup_steps) / span : 1.0;
+  return s.min_lr_ratio + (1.0 - s.min_lr_ratio) * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+}  // namespace
+
+double lr_multiplier(const CosineSchedule& s, int64_t t) {
+  if (t < s.warmup_steps) return static_cast<double>(t) / static_cast<double>(s.warmup_steps);
+  if (s.cycle_steps > 0 && s.restart_warmup_steps > 0 && t >= s.cycle_steps) {
+    const int64_t r = t % s.cycle_steps;
+    const int64_t n = t / s.cycle_steps;
+    if (r < s.restart_warmup_steps) {
+      // Re-warm towards the value the cosine reaches at the end of this restart's warm-up.
+      const double target = cosine_decay(s, static_cast<double>(n * s.cycle_steps + s.restart_warmup_steps));
+      return static_cast<double>(r) / static_cast<double>(s.restart_warmup_steps) * target;
+    }
+  }
+  return cosine_decay(s, static_cast<double>(t));
+}
+
+JobSchedule::JobSchedule(const relora::v1::JobSpec& spec) {
+  const auto& tr = spec.training();
+  const auto& rl = spec.relora();
+  full_.total_steps = tr.steps();
+  full_.warmup_steps = tr.warmup_steps();
+  full_.min_lr_ratio = tr.min_lr_ratio();
+  full_lr_ = tr.lr();
+
+  const int64_t low_steps = low_rank_phase_steps(spec);
+  has_low_rank_ = low_steps > 0;
+  low_rank_start_ = tr.steps() - low_steps;
+  if (has_low_rank_) {
+    low_.total_steps = low_steps;
+    low_.warmup_steps = std::min<int64_t>(tr.warmup_steps(), low_steps - 1);
+    low_.min_lr_ratio = tr.min_lr_ratio();
+    if (rl.mode() == "relora") {
+      low_.cycle_steps = rl.cycle_steps();
+      low_.restart_warmup_steps = rl.restart_warmup_steps();
+    }
+    low_lr_ = rl.has_lr() ? rl.lr() : tr.lr();
+  }
+}
+
+double JobSchedule::lr(int64_t step) const {
+  if (!has_low_rank_ || step < low_rank_start_) return full_lr_ * lr_multiplier(full_, step);
+  return low_lr_ * lr_multiplier(low_, step - low_rank_start_);
+}
+
+int64_t JobSchedule::cycle(int64_t step) const {
+  if (!has_low_rank_ || low_.cycle_steps == 0 || step < low_rank_start_) return 0;
+  return (step - low_rank_start_) / low_.cycle_steps;
+}
+
+}  // namespace relora::train

@@ -1,0 +1,415 @@
+#include "worker/train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <numeric>
+#include <stdexcept>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "common/job_spec.h"
+#include "worker/train/export.h"
+#include "worker/train/model_state.h"
+#include "worker/train/runtime.h"
+
+namespace relora::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+bool is_low_rank_factor(const std::string& name) {
+  return name.find("lora_A") != std::string::npos || name.find("lora_B") != std::string::npos;
+}
+
+double mean_of(const std::vector<std::pair<int64_t, double>>& v, size_t first, size_t last) {
+  if (first >= last) return 0.0;
+  double s = 0;
+  for (size_t i = first; i < last; ++i) s += v[i].second;
+  return s / static_cast<double>(last - first);
+}
+
+}  // namespace
+
+nlohmann::json TrainSummary::to_json() const {
+  return {{"mode", mode},
+          {"completed", completed},
+          {"steps", steps},
+          {"merges", merges},
+          {"optimizer_resets", optimizer_resets},
+          {"initial_train_loss", initial_train_loss},
+          {"final_train_loss", final_train_loss},
+          {"eval_loss", eval_loss},
+          {"eval_perplexity", eval_perplexity},
+          {"tokens_per_second", tokens_per_second},
+          {"peak_rss_bytes", peak_rss_bytes},
+          {"trainable_parameters", trainable_parameters},
+          {"total_parameters", total_parameters},
+          {"train_seconds", train_seconds},
+          {"checkpoint", checkpoint},
+          {"export_dir", export_dir}};
+}
+
+Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
+    : spec_(std::move(spec)),
+      options_(std::move(options)),
+      schedule_(spec_),
+      store_(spec_.checkpoint().dir(), spec_.checkpoint().keep()) {
+  configure_threads(options_.threads);
+  if (options_.controller) {
+    controller_ = options_.controller;
+  } else {
+    own_controller_ = std::make_unique<LocalCycleController>(spec_);
+    controller_ = own_controller_.get();
+  }
+  geometry_.micro_batch = spec_.training().micro_batch_size();
+  geometry_.grad_accum = spec_.training().grad_accum_steps();
+  geometry_.world = options_.world;
+
+  data_ = std::make_unique<DataPipeline>(spec_);
+
+  const uint64_t seed = spec_.training().seed();
+  model_ = model::Llama(model_config(spec_));
+  model_->init_weights(seed);
+  model_->train();
+  // Dropout draws from the global generator: distinct per rank, restored exactly on resume.
+  torch::manual_seed(seed + static_cast<uint64_t>(options_.rank));
+
+  const auto& tr = spec_.training();
+  optimizer_ = std::make_unique<AdamW>(AdamWOptions{tr.adam_beta1(), tr.adam_beta2(), tr.adam_eps(), tr.weight_decay()});
+  if (!spec_.relora().warm_start_checkpoint().empty()) load_warm_start_weights(spec_.relora().warm_start_checkpoint());
+  register_trainable_parameters();
+  batch_ = torch::empty({geometry_.micro_batch, data_->seq_len()}, torch::kInt64);
+}
+
+Trainer::~Trainer() = default;
+
+bool Trainer::low_rank_mode() const { return spec_.relora().mode() != "full"; }
+
+void Trainer::event(const std::string& text) {
+  spdlog::info("[step {}] {}", step_, text);
+  if (options_.on_event) options_.on_event(step_, text);
+}
+
+// Keeps the optimizer's parameter list equal to the model's trainable parameters: new ones get
+// fresh state, ones that stopped training (W at the low-rank start) are dropped, and the others
+// (embeddings, norms, head) keep their moments and step counters.
+void Trainer::register_trainable_parameters() {
+  auto trainable = model_->trainable_parameters();
+  std::vector<std::string> stale;
+  for (const auto& e : optimizer_->entries()) {
+    bool still = std::any_of(trainable.begin(), trainable.end(), [&](const auto& p) { return p.first == e.name; });
+    if (!still) stale.push_back(e.name);
+  }
+  for (const auto& name : stale) optimizer_->remove_parameter(name);
+  for (const auto& [name, param] : trainable) {
+    bool known = std::any_of(optimizer_->entries().begin(), optimizer_->entries().end(),
+                             [&](const auto& e) { return e.name == name; });
+    if (!known) optimizer_->add_parameter(name, param, is_low_rank_factor(name));
+  }
+}
+
+void Trainer::enable_low_rank(uint64_t seed) {
+  const auto& rl = spec_.relora();
+  model_->enable_lora(model::LoraOptions{rl.rank(), rl.alpha(), rl.dropout()}, seed);
+  register_trainable_parameters();
+}
+
+void Trainer::load_warm_start_weights(const std::string& path) {
+  Checkpoint ckpt = load_checkpoint(path);
+  load_model_tensors(model_, ckpt, {}, /*allow_low_rank=*/false);
+  spdlog::info("warm start: loaded full-rank weights from {} (step {})", ckpt.path, ckpt.step);
+}
+
+bool Trainer::boundary_at(int64_t step, Boundary* out) const {
+  const int64_t total = spec_.training().steps();
+  if (step >= total) {
+    *out = {BoundaryKind::kJobEnd, step, schedule_.cycle(step)};
+    return true;
+  }
+  if (!low_rank_mode()) return false;
+  const int64_t start = schedule_.low_rank_start();
+  if (step == start) {
+    *out = {BoundaryKind::kLowRankStart, step, 0};
+    return true;
+  }
+  const int64_t cycle = spec_.relora().cycle_steps();
+  if (spec_.relora().mode() == "relora" && step > start && (step - start) % cycle == 0) {
+    *out = {BoundaryKind::kCycleEnd, step, (step - start) / cycle};
+    return true;
+  }
+  return false;
+}
+
+void Trainer::apply_boundary(const Boundary& boundary) {
+  CycleCommand cmd = controller_->at_boundary(boundary);
+  if (cmd.enable_low_rank) {
+    enable_low_rank(cmd.seed);
+    event("low-rank phase starts: rank " + std::to_string(spec_.relora().rank()) + ", " +
+          std::to_string(model_->count_trainable_parameters()) + " trainable parameters");
+  }
+  if (cmd.merge) {
+    model_->merge_and_reinit(cmd.seed);
+    ++merges_;
+    std::string text = "merge " + std::to_string(merges_) + " (cycle " + std::to_string(boundary.cycle) + ")";
+    if (cmd.reset != ResetMode::kNone) {
+      ResetStats stats = optimizer_->reset_low_rank_states(cmd.reset, cmd.prune_ratio, cmd.seed);
+      ++optimizer_resets_;
+      char buf[128];
+      std::snprintf(buf, sizeof(buf), "; optimizer reset %s p=%.3f zeroed %.1f%% of low-rank moments",
+                    reset_mode_name(cmd.reset), cmd.prune_ratio, 100.0 * stats.fraction());
+      text += buf;
+    }
+    event(text);
+  }
+  last_boundary_step_ = boundary.step;
+  if (cmd.evaluate) evaluate();
+  if (cmd.checkpoint) save_checkpoint();
+  if (cmd.stop) throw std::runtime_error("stopped by the controller");
+}
+
+// One optimizer step: micro-batches (forward, backward), gradient sync, clip, update.
+double Trainer::train_step() {
+  const int64_t accum = geometry_.grad_accum;
+  double loss_sum = 0.0;
+  std::vector<int64_t> tokens;
+  // ---- step -------------------------------------------------------------------------------
+  {
+    Bf16Autocast autocast(spec_.training().dtype() == "bf16");
+    for (int64_t k = 0; k < accum; ++k) {
+      auto samples = data::micro_batch_samples(geometry_, step_, k, options_.rank);
+      data::gather_blocks(data_->train(), data_->order(), samples, tokens);
+      std::memcpy(batch_.data_ptr<int64_t>(), tokens.data(), tokens.size() * sizeof(int64_t));
+      auto loss = model_->loss(batch_);
+      (loss / static_cast<double>(accum)).backward();
+      loss_sum += loss.item<double>();
+    }
+  }
+  auto params = optimizer_->parameters();
+  std::vector<torch::Tensor> grads;
+  grads.reserve(params.size());
+  for (auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  double loss = loss_sum / static_cast<double>(accum);
+  if (options_.sync) {
+    grads.push_back(torch::full({1}, loss, torch::kFloat64));
+    options_.sync->all_reduce_mean(grads);
+    loss = grads.back().item<double>();
+    grads.pop_back();
+  }
+  const double max_norm = spec_.training().grad_clip() > 0 ? spec_.training().grad_clip() : 1e30;
+  const double grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
+  optimizer_->step(schedule_.lr(step_));
+  optimizer_->zero_grad();
+  // ---- end of step ------------------------------------------------------------------------
+  return loss;
+}
+
+EvalReport Trainer::evaluate() {
+  EvalReport report;
+  report.step = step_;
+  const auto& val = data_->validation();
+  const int64_t seq = data_->seq_len();
+  const int64_t max_blocks = std::max<int64_t>(1, spec_.eval().max_tokens() / seq);
+  const int64_t blocks = std::min<int64_t>(val.num_blocks, max_blocks);
+  torch::NoGradGuard no_grad;
+  model_->eval();
+  double nll = 0;
+  int64_t count = 0;
+  {
+    Bf16Autocast autocast(spec_.training().dtype() == "bf16");
+    const int64_t mb = geometry_.micro_batch;
+    // Ranks take interleaved batches of the validation blocks; sums are added across ranks.
+    for (int64_t first = options_.rank * mb; first < blocks; first += mb * options_.world) {
+      const int64_t n = std::min(mb, blocks - first);
+      auto x = torch::empty({n, seq}, torch::kInt64);
+      auto* dst = x.data_ptr<int64_t>();
+      for (int64_t i = 0; i < n; ++i) {
+        const uint32_t* src = val.block(first + i);
+        for (int64_t j = 0; j < seq; ++j) dst[i * seq + j] = src[j];
+      }
+      auto [s, c] = model_->nll_sum(x);
+      nll += s;
+      count += c;
+    }
+  }
+  model_->train();
+  if (options_.sync) {
+    std::vector<torch::Tensor> sums = {torch::tensor({nll, static_cast<double>(count)}, torch::kFloat64)};
+    options_.sync->all_reduce_mean(sums);
+    nll = sums[0][0].item<double>() * options_.world;
+    count = static_cast<int64_t>(std::llround(sums[0][1].item<double>() * options_.world));
+  }
+  report.tokens = count;
+  report.loss = count > 0 ? nll / static_cast<double>(count) : 0.0;
+  report.perplexity = std::exp(report.loss);
+  spdlog::info("eval  step {} | loss {:.4f} | perplexity {:.2f} | {} tokens", step_, report.loss,
+               report.perplexity, count);
+  if (options_.on_eval) options_.on_eval(report);
+  return report;
+}
+
+void Trainer::save_checkpoint() {
+  if (options_.rank != 0) return;  // ranks hold identical weights and optimizer state
+  const auto t0 = Clock::now();
+  NamedTensors tensors;
+  append_model_tensors(model_, tensors);
+  for (const auto& e : optimizer_->entries()) {
+    tensors.emplace_back("optim/" + e.name + "/exp_avg", e.exp_avg);
+    tensors.emplace_back("optim/" + e.name + "/exp_avg_sq", e.exp_avg_sq);
+    tensors.emplace_back("optim/" + e.name + "/step", torch::tensor({e.step}, torch::kInt64));
+  }
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    tensors.emplace_back("rng/cpu", gen.get_state());
+  }
+  nlohmann::json meta = {{"step", step_},
+                         {"merges", merges_},
+                         {"optimizer_resets", optimizer_resets_},
+                         {"low_rank", model_->lora_enabled()},
+                         {"last_boundary_step", last_boundary_step_},
+                         {"next_sample", step_ * geometry_.global_batch()},
+                         {"world", options_.world},
+                         {"tokenizer_model", data_->tokenizer().model_path()},
+                         {"eos_id", data_->tokenizer().eos_id()},
+                         {"pad_id", data_->tokenizer().pad_id()},
+                         {"spec", nlohmann::json::parse(job_spec_to_json(spec_))}};
+  last_checkpoint_ = store_.save(step_, meta, tensors);
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  event("checkpoint saved: " + last_checkpoint_ + " (" + format_duration(seconds) + ")");
+}
+
+bool Trainer::resume_from_checkpoint() {
+  std::vector<std::string> skipped;
+  auto ckpt = store_.load_latest(&skipped);
+  for (const auto& why : skipped) event("corrupt checkpoint skipped: " + why);
+  if (!ckpt) return false;
+  const auto& meta = ckpt->meta;
+  const auto& rl = spec_.relora();
+  load_model_tensors(model_, *ckpt, model::LoraOptions{rl.rank(), rl.alpha(), rl.dropout()}, /*allow_low_rank=*/true);
+  register_trainable_parameters();
+  for (auto& e : optimizer_->mutable_entries()) {
+    auto m = ckpt->state.tensors.find("optim/" + e.name + "/exp_avg");
+    auto v = ckpt->state.tensors.find("optim/" + e.name + "/exp_avg_sq");
+    auto s = ckpt->state.tensors.find("optim/" + e.name + "/step");
+    if (m == ckpt->state.tensors.end() || v == ckpt->state.tensors.end() || s == ckpt->state.tensors.end())
+      throw std::runtime_error(ckpt->path + ": optimizer state for '" + e.name + "' is missing");
+    e.exp_avg.copy_(m->second);
+    e.exp_avg_sq.copy_(v->second);
+    e.step = s->second.item<int64_t>();
+  }
+  auto rng = ckpt->state.tensors.find("rng/cpu");
+  if (rng != ckpt->state.tensors.end()) {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(rng->second);
+  }
+  step_ = ckpt->step;
+  merges_ = meta.value("merges", int64_t{0});
+  optimizer_resets_ = meta.value("optimizer_resets", int64_t{0});
+  last_boundary_step_ = meta.value("last_boundary_step", int64_t{-1});
+  last_checkpoint_ = ckpt->path;
+  event("resumed from " + ckpt->path);
+  return true;
+}
+
+TrainSummary Trainer::run() {
+  const int64_t total = spec_.training().steps();
+  if (options_.resume) resume_from_checkpoint();
+
+  TrainSummary summary;
+  summary.mode = spec_.relora().mode();
+  const int64_t tokens_per_step = geometry_.global_batch() * data_->seq_len();
+  const int64_t log_every = spec_.training().log_every_steps() > 0
+                                ? spec_.training().log_every_steps()
+                                : std::max<int64_t>(1, std::min<int64_t>(100, total / 50));
+  const int64_t eval_every = spec_.eval().every_steps();
+  const int64_t ckpt_every = spec_.checkpoint().every_steps();
+  double train_seconds = 0;
+  int64_t last_saved = last_checkpoint_.empty() ? -1 : step_;
+  bool stopped = false;
+
+  spdlog::info("training {} ({} mode): {} steps, {} trainable of {} parameters, {} tokens per step", spec_.name(),
+               summary.mode, total, model_->count_trainable_parameters(), model_->count_model_parameters(),
+               tokens_per_step);
+  while (step_ < total) {
+    Boundary boundary;
+    if (boundary_at(step_, &boundary) && boundary.step != last_boundary_step_) apply_boundary(boundary);
+    if (controller_->stop_requested()) {
+      event("stop requested");
+      stopped = true;
+      break;
+    }
+    if (options_.stop_after_step >= 0 && step_ >= options_.stop_after_step) {
+      stopped = true;
+      break;
+    }
+    const auto t0 = Clock::now();
+    const double loss = train_step();
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    train_seconds += seconds;
+    const double lr = schedule_.lr(step_);
+    summary.losses.emplace_back(step_, loss);
+    ++step_;
+    if (!std::isfinite(loss)) throw std::runtime_error("training loss is not finite at step " + std::to_string(step_));
+
+    StepReport report;
+    report.step = step_;
+    report.total_steps = total;
+    report.loss = loss;
+    report.lr = lr;
+    report.step_seconds = seconds;
+    report.tokens_per_second = tokens_per_step / seconds;
+    report.cycle = schedule_.cycle(step_ - 1);
+    report.merges = merges_;
+    report.optimizer_resets = optimizer_resets_;
+    report.eta_seconds = train_seconds / static_cast<double>(summary.losses.size()) * static_cast<double>(total - step_);
+    if (step_ % log_every == 0 || step_ == total || step_ == 1)
+      spdlog::info("step {}/{} | loss {:.4f} | lr {:.2e} | {} tok/s | cycle {} | merges {} | eta {}", step_, total,
+                   loss, lr, format_count(report.tokens_per_second), report.cycle, merges_,
+                   format_duration(report.eta_seconds));
+    if (options_.on_step) options_.on_step(report);
+
+    if (eval_every > 0 && step_ % eval_every == 0 && step_ < total) evaluate();
+    if ((ckpt_every > 0 && step_ % ckpt_every == 0) || step_ == total) {
+      save_checkpoint();
+      last_saved = step_;
+    }
+  }
+  if (stopped && last_saved != step_) save_checkpoint();
+
+  const auto& losses = summary.losses;
+  summary.completed = step_ >= total;
+  summary.steps = step_;
+  summary.merges = merges_;
+  summary.optimizer_resets = optimizer_resets_;
+  summary.initial_train_loss = mean_of(losses, 0, std::min<size_t>(10, losses.size()));
+  summary.final_train_loss = mean_of(losses, losses.size() - std::min<size_t>(10, losses.size()), losses.size());
+  summary.train_seconds = train_seconds;
+  summary.tokens_per_second = train_seconds > 0 ? tokens_per_step * static_cast<double>(losses.size()) / train_seconds : 0;
+  summary.trainable_parameters = model_->count_trainable_parameters();
+  summary.total_parameters = model_->count_model_parameters();
+  if (summary.completed) {
+    Boundary end;
+    boundary_at(step_, &end);
+    controller_->at_boundary(end);
+    EvalReport final_eval = evaluate();
+    summary.eval_loss = final_eval.loss;
+    summary.eval_perplexity = final_eval.perplexity;
+    if (options_.export_model && options_.rank == 0) {
+      auto info = export_hf_model(model_, data_->tokenizer().model_path(), data_->tokenizer().eos_id(),
+                                  data_->tokenizer().pad_id(), spec_.checkpoint().dir() + "/export");
+      summary.export_dir = info.dir;
+      event("exported merged model (" + std::to_string(info.parameters) + " parameters) to " + info.dir);
+    }
+  }
+  summary.checkpoint = last_checkpoint_;
+  summary.peak_rss_bytes = peak_rss_bytes();
+  return summary;
+}
+
+}  // namespace relora::train

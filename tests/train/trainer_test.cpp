@@ -1,0 +1,157 @@
+// End-to-end checks of the trainer on real text (Tiny Shakespeare) with a tiny model: exact resume,
+// cycle counting, the phase switch of a warm start, export, and warm start from a checkpoint.
+#include "worker/train/trainer.h"
+
+#include <filesystem>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "common/job_spec.h"
+#include "tests/test_paths.h"
+#include "worker/train/safetensors.h"
+
+namespace relora::train {
+namespace {
+
+namespace fs = std::filesystem;
+using relora::testing::TempDir;
+
+// A tiny model so each run takes about a second; the tokenizer is trained once and cached in the
+// build tree for all tests.
+relora::v1::JobSpec tiny_spec(const std::string& ckpt_dir, const std::string& relora_yaml,
+                              int64_t steps = 12, int64_t ckpt_every = 3) {
+  const std::string yaml = R"(
+name: tiny
+model: {hidden_size: 64, num_layers: 2, num_heads: 2, intermediate_size: 128, vocab_size: 512}
+data:
+  train: [")" + relora::testing::shared_data("tinyshakespeare/input.txt") + R"("]
+  tokenizer_vocab_size: 512
+  seq_len: 32
+  cache_dir: ")" + relora::testing::binary_path("test-cache") + R"("
+training: {steps: )" + std::to_string(steps) + R"(, micro_batch_size: 4, grad_accum_steps: 2, lr: 0.003, warmup_steps: 2, seed: 7}
+relora: )" + relora_yaml + R"(
+eval: {every_steps: 0, max_tokens: 2048}
+checkpoint: {dir: ")" + ckpt_dir + R"(", every_steps: )" + std::to_string(ckpt_every) + R"(, keep: 10}
+)";
+  auto spec = parse_job_spec_yaml(yaml, "tiny.yaml");
+  resolve_job_spec(spec);
+  validate_job_spec(spec);
+  return spec;
+}
+
+const char* kRelora =
+    "{mode: relora, rank: 8, alpha: 16, dropout: 0.1, warm_start_steps: 2, cycle_steps: 5, restart_warmup_steps: 1}";
+
+std::vector<torch::Tensor> parameters_of(Trainer& t) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : t.model()->parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+TEST(TrainTrainer, ResumeReproducesUninterruptedLossesExactly) {
+  RELORA_REQUIRE_SHARED_DATA();
+  TempDir a_dir, b_dir;
+  TrainerOptions opts;
+  opts.export_model = false;
+
+  Trainer uninterrupted(tiny_spec(a_dir.path(), kRelora), opts);
+  TrainSummary a = uninterrupted.run();
+  ASSERT_TRUE(a.completed);
+  ASSERT_EQ(a.losses.size(), 12u);
+  EXPECT_EQ(a.merges, 1);  // boundaries: low-rank start at 2, merge at 7
+
+  // Interrupted after step 4 (checkpoint at 3 on schedule, plus one written when stopping)...
+  TrainerOptions first = opts;
+  first.stop_after_step = 4;
+  TrainSummary b1 = Trainer(tiny_spec(b_dir.path(), kRelora), first).run();
+  EXPECT_FALSE(b1.completed);
+  EXPECT_EQ(b1.steps, 4);
+  // ...then resumed in a fresh trainer (a new process would see the same files).
+  Trainer resumed(tiny_spec(b_dir.path(), kRelora), opts);
+  TrainSummary b2 = resumed.run();
+  ASSERT_TRUE(b2.completed);
+  ASSERT_EQ(b2.losses.size(), 8u);
+  for (size_t i = 0; i < b1.losses.size(); ++i) EXPECT_EQ(b1.losses[i].second, a.losses[i].second) << "step " << i;
+  for (size_t i = 0; i < b2.losses.size(); ++i) {
+    EXPECT_EQ(b2.losses[i].first, a.losses[4 + i].first);
+    EXPECT_EQ(b2.losses[i].second, a.losses[4 + i].second) << "step " << b2.losses[i].first;
+  }
+  EXPECT_EQ(b2.merges, a.merges);
+  EXPECT_EQ(b2.optimizer_resets, a.optimizer_resets);
+  auto pa = parameters_of(uninterrupted), pb = parameters_of(resumed);
+  ASSERT_EQ(pa.size(), pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << "parameter " << i;
+}
+
+TEST(TrainTrainer, MergesAndResetsEqualCycleBoundariesAndLossFalls) {
+  RELORA_REQUIRE_SHARED_DATA();
+  TempDir dir;
+  auto spec = tiny_spec(dir.path(),
+                        "{mode: relora, rank: 8, alpha: 16, dropout: 0.0, warm_start_steps: 10, cycle_steps: 10, "
+                        "restart_warmup_steps: 2}",
+                        /*steps=*/50, /*ckpt_every=*/0);
+  std::vector<int64_t> boundary_steps;
+  TrainerOptions opts;
+  opts.on_event = [&](int64_t step, const std::string& text) {
+    if (text.rfind("merge", 0) == 0) boundary_steps.push_back(step);
+  };
+  Trainer trainer(spec, opts);
+  TrainSummary s = trainer.run();
+  // Low-rank phase 40 steps, cycle 10: boundaries at 20, 30, 40 (not at the start or the end).
+  EXPECT_EQ(s.merges, 3);
+  EXPECT_EQ(s.optimizer_resets, 3);
+  EXPECT_EQ(boundary_steps, (std::vector<int64_t>{20, 30, 40}));
+  EXPECT_LT(s.final_train_loss, s.initial_train_loss - 0.5);
+  EXPECT_GT(s.eval_perplexity, 1.0);
+  EXPECT_NEAR(s.eval_perplexity, std::exp(s.eval_loss), 1e-9);
+  // Trainable now: the factors plus the full-rank embedding, norms and head; no W.
+  for (const auto& e : trainer.optimizer().entries()) {
+    EXPECT_EQ(e.name.find("proj.weight"), std::string::npos) << e.name << " should be frozen";
+  }
+  EXPECT_LT(s.trainable_parameters, s.total_parameters);
+  // The export holds merged full-rank weights under Hugging Face names.
+  auto exported = read_safetensors(s.export_dir + "/model.safetensors");
+  EXPECT_TRUE(exported.tensors.count("model.layers.1.mlp.down_proj.weight"));
+  EXPECT_TRUE(exported.tensors.count("lm_head.weight"));
+  EXPECT_TRUE(fs::exists(s.export_dir + "/config.json"));
+  EXPECT_TRUE(fs::exists(s.export_dir + "/tokenizer.model"));
+}
+
+TEST(TrainTrainer, WarmStartFromAFullRankCheckpoint) {
+  RELORA_REQUIRE_SHARED_DATA();
+  TempDir full_dir, relora_dir;
+  TrainerOptions opts;
+  opts.export_model = false;
+  Trainer full(tiny_spec(full_dir.path(), "{mode: full}", 6, 6), opts);
+  full.run();
+  auto spec = tiny_spec(relora_dir.path(),
+                        "{mode: relora, rank: 4, cycle_steps: 3, restart_warmup_steps: 1, warm_start_checkpoint: \"" +
+                            full_dir.path() + "\"}",
+                        6, 0);
+  Trainer relora(spec, opts);
+  // Before training, the ReLoRA model's W equals the full-rank model's.
+  auto full_w = full.model()->relora_linears()[0].second->weight;
+  EXPECT_TRUE(torch::equal(relora.model()->relora_linears()[0].second->weight, full_w));
+  TrainSummary s = relora.run();
+  EXPECT_EQ(s.merges, 1);
+}
+
+TEST(TrainTrainer, LowRankCheckpointIsRefusedAsWarmStart) {
+  RELORA_REQUIRE_SHARED_DATA();
+  TempDir lora_dir, dir;
+  TrainerOptions opts;
+  opts.export_model = false;
+  Trainer(tiny_spec(lora_dir.path(), "{mode: lora, rank: 4}", 3, 3), opts).run();
+  auto spec = tiny_spec(dir.path(), "{mode: relora, rank: 4, cycle_steps: 3, warm_start_checkpoint: \"" +
+                                        lora_dir.path() + "\"}", 6, 0);
+  try {
+    Trainer t(spec, opts);
+    FAIL() << "a low-rank checkpoint was accepted as a warm start";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(lora_dir.path()), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace relora::train

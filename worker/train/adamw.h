@@ -1,0 +1,72 @@
+// AdamW over named parameters, with the ReLoRA optimizer-state reset.
+//
+// Our own optimizer rather than torch::optim::AdamW because ReLoRA needs to reach into the state
+// of specific parameters (prune the LoRA factors' moments at every merge, keep everyone else's),
+// checkpoint it by parameter name for exact resume, and later shard it across ranks. The update is
+// the same as torch.optim.AdamW (decoupled weight decay, bias correction by a per-parameter step).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+namespace relora::train {
+
+struct AdamWOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+};
+
+enum class ResetMode { kNone, kMagnitude, kRandom, kZero };
+ResetMode parse_reset_mode(const std::string& name);  // throws std::invalid_argument
+const char* reset_mode_name(ResetMode mode);
+
+struct ResetStats {
+  int64_t zeroed = 0;  // moment elements set to zero
+  int64_t total = 0;   // moment elements of the parameters reset
+  double fraction() const { return total ? static_cast<double>(zeroed) / total : 0.0; }
+};
+
+class AdamW {
+ public:
+  explicit AdamW(AdamWOptions options) : options_(options) {}
+
+  // Registers a parameter. `low_rank` marks LoRA factors (the only ones the reset touches).
+  // Weight decay applies to matrices only (dim >= 2), not to norm gains.
+  void add_parameter(const std::string& name, const torch::Tensor& param, bool low_rank);
+  // Drops a parameter and its state (a W frozen when the low-rank phase starts).
+  void remove_parameter(const std::string& name);
+
+  // One update with learning rate `lr` from the parameters' .grad() (undefined grads are skipped).
+  void step(double lr);
+  void zero_grad();
+
+  // ReLoRA reset of the low-rank factors' exp_avg and exp_avg_sq. Per tensor:
+  //  magnitude: zero elements with |v| <= the `ratio`-quantile of |v|;
+  //  random: zero each element with probability `ratio`, drawn from `seed` (same on all ranks);
+  //  zero: everything. Step counters are kept (bias correction continues).
+  ResetStats reset_low_rank_states(ResetMode mode, double ratio, uint64_t seed);
+
+  struct Entry {
+    std::string name;
+    torch::Tensor param;
+    torch::Tensor exp_avg;     // same shape as param, fp32
+    torch::Tensor exp_avg_sq;  // same shape as param, fp32
+    int64_t step = 0;
+    bool low_rank = false;
+  };
+  const std::vector<Entry>& entries() const { return entries_; }
+  std::vector<Entry>& mutable_entries() { return entries_; }
+  std::vector<torch::Tensor> parameters() const;
+  const AdamWOptions& options() const { return options_; }
+
+ private:
+  AdamWOptions options_;
+  std::vector<Entry> entries_;
+};
+
+}  // namespace relora::train

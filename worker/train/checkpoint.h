@@ -1,0 +1,59 @@
+// Checkpoints as a commit protocol, so that a crash at any moment leaves the previous checkpoint
+// valid and a half-written one is never mistaken for a complete one.
+//
+// Layout: <dir>/step-<8 digits>/ holds
+//   state.safetensors  every tensor needed to resume (weights incl. un-merged factors, optimizer
+//                      moments and steps, RNG state)
+//   meta.json          format/version, counters, data position, the job spec, and the size and
+//                      CRC-32 of state.safetensors
+//   COMPLETE           written last; a directory without it is ignored
+// Save: write into a hidden temporary directory, fsync files and directory, rename to the final
+// name, write COMPLETE, fsync; then delete all but the newest `keep` complete checkpoints.
+// Load: verify size and checksum; a corrupt checkpoint is an error naming the file, and
+// load_latest() falls back to the previous complete one (saying which it skipped and why).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "worker/train/safetensors.h"
+
+namespace relora::train {
+
+struct Checkpoint {
+  int64_t step = 0;
+  nlohmann::json meta;  // trainer-defined fields (counters, data position, spec)
+  SafetensorsFile state;
+  std::string path;  // the step directory
+};
+
+class CheckpointStore {
+ public:
+  CheckpointStore(std::string dir, int keep);
+
+  // Commits a checkpoint for `step` and prunes old ones. Returns the step directory.
+  std::string save(int64_t step, const nlohmann::json& meta, const NamedTensors& tensors);
+
+  // Newest checkpoint that verifies; nullopt when there is none. Corrupt ones are skipped and
+  // described in `skipped` (one line each) so the caller can log or report them.
+  std::optional<Checkpoint> load_latest(std::vector<std::string>* skipped = nullptr) const;
+
+  // Complete checkpoint directories, oldest first.
+  std::vector<std::string> list_complete() const;
+
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  int keep_;
+};
+
+// Loads and verifies one checkpoint directory (or, given a store directory, its newest complete
+// checkpoint). Throws std::runtime_error naming the file and what is wrong.
+Checkpoint load_checkpoint(const std::string& path);
+
+}  // namespace relora::train

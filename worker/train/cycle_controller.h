@@ -1,0 +1,61 @@
+// The one narrow interface through which the training loop asks what to do at a cycle boundary.
+//
+// The trainer calls at_boundary() before the first step of every new phase: the end of the
+// full-rank warm start (enable the low-rank branches) and every ReLoRA cycle boundary (merge,
+// re-init, optimizer reset, re-warm), and once at the end of the job. It applies the answer
+// exactly at that step. In standalone mode LocalCycleController answers from the job spec; in a
+// cluster the coordinator answers (the same command to every rank), behind this same interface.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "relora/v1/job.pb.h"
+#include "worker/train/adamw.h"
+
+namespace relora::train {
+
+enum class BoundaryKind { kLowRankStart, kCycleEnd, kJobEnd };
+const char* boundary_kind_name(BoundaryKind kind);
+
+struct Boundary {
+  BoundaryKind kind = BoundaryKind::kCycleEnd;
+  int64_t step = 0;   // the step about to run (steps completed so far)
+  int64_t cycle = 0;  // index of the cycle that starts at `step` (kCycleEnd: >= 1)
+};
+
+struct CycleCommand {
+  bool enable_low_rank = false;  // kLowRankStart: add the branches, A drawn from `seed`
+  bool merge = false;            // merge every branch into W and re-draw A from `seed`
+  uint64_t seed = 0;
+  ResetMode reset = ResetMode::kNone;
+  double prune_ratio = 0.0;
+  bool rewarm = false;      // the learning rate restarts its warm-up here (jagged schedule)
+  bool checkpoint = false;  // save a checkpoint right after applying the command
+  bool evaluate = false;    // run an evaluation right after applying the command
+  bool stop = false;        // stop the job here (cancelled)
+};
+
+class CycleController {
+ public:
+  virtual ~CycleController() = default;
+  virtual CycleCommand at_boundary(const Boundary& boundary) = 0;
+  // Polled between steps: true when the job was cancelled from outside.
+  virtual bool stop_requested() { return false; }
+};
+
+// Answers from the job spec alone (standalone mode, and the reference for the coordinator).
+// Seeds are derived from training.seed and the boundary, so a rerun draws the same factors.
+class LocalCycleController : public CycleController {
+ public:
+  explicit LocalCycleController(const relora::v1::JobSpec& spec) : spec_(spec) {}
+  CycleCommand at_boundary(const Boundary& boundary) override;
+
+ private:
+  relora::v1::JobSpec spec_;
+};
+
+// Seed for the factors drawn at a boundary: a 64-bit mix of the job seed and the step.
+uint64_t boundary_seed(uint64_t job_seed, int64_t step);
+
+}  // namespace relora::train

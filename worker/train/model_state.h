@@ -1,0 +1,23 @@
+// The model's part of a checkpoint: building the model a spec describes, and moving its
+// parameters (frozen W and any un-merged low-rank factors) to and from checkpoint tensors.
+#pragma once
+
+#include "relora/v1/job.pb.h"
+#include "worker/model/llama.h"
+#include "worker/train/checkpoint.h"
+#include "worker/train/safetensors.h"
+
+namespace relora::train {
+
+model::LlamaConfig model_config(const relora::v1::JobSpec& spec);
+
+// Appends every model parameter as "model/<name>".
+void append_model_tensors(model::Llama& model, NamedTensors& out);
+
+// Copies "model/<name>" tensors into the model, adding the low-rank branches first when the
+// checkpoint holds them (and `allow_low_rank`). Throws naming the checkpoint and the tensor when
+// one is missing or of another shape.
+void load_model_tensors(model::Llama& model, const Checkpoint& ckpt, const model::LoraOptions& lora,
+                        bool allow_low_rank);
+
+}  // namespace relora::train

@@ -1,0 +1,32 @@
+// Process-level facts and settings the trainer needs: memory use, threads, mixed precision.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace relora::train {
+
+int64_t current_rss_bytes();
+int64_t peak_rss_bytes();
+
+// LibTorch's intra-op threads. OpenBLAS runs its own thread pool for matrix products; on the
+// 2-core build machine, adding torch intra-op threads on top made an eager training step 1.9x
+// slower (oversubscription, see docs/architecture.md), so the default is 1. 0 keeps LibTorch's own.
+void configure_threads(int intra_op_threads);
+
+// Enables bf16 autocast (fp32 master weights, bf16 matrix products) on the CPU while alive.
+class Bf16Autocast {
+ public:
+  explicit Bf16Autocast(bool enabled);
+  ~Bf16Autocast();
+  Bf16Autocast(const Bf16Autocast&) = delete;
+  Bf16Autocast& operator=(const Bf16Autocast&) = delete;
+
+ private:
+  bool enabled_;
+};
+
+std::string format_duration(double seconds);  // "1h02m", "3m12s", "45s"
+std::string format_count(double n);           // "12.3k", "4.5M"
+
+}  // namespace relora::train

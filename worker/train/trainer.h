@@ -1,0 +1,136 @@
+// The training loop: one job's model, optimizer, schedule and data, driven step by step.
+//
+// The loop asks a CycleController what to do at every phase boundary (low-rank start, ReLoRA
+// cycle end, job end) and applies the answer at exactly that step; between boundaries it runs
+// plain optimizer steps. Data parallelism enters only through GradientSync (the cluster worker
+// implements it over c10d); the model code never sees ranks.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include "relora/v1/job.pb.h"
+#include "worker/model/llama.h"
+#include "worker/train/adamw.h"
+#include "worker/train/checkpoint.h"
+#include "worker/train/cycle_controller.h"
+#include "worker/train/data_pipeline.h"
+#include "worker/train/schedule.h"
+
+namespace relora::train {
+
+// Averages tensors across the data-parallel ranks in place (all-reduce, then divide by world).
+class GradientSync {
+ public:
+  virtual ~GradientSync() = default;
+  virtual void all_reduce_mean(std::vector<torch::Tensor>& tensors) = 0;
+};
+
+struct StepReport {
+  int64_t step = 0;  // steps completed
+  int64_t total_steps = 0;
+  double loss = 0;
+  double lr = 0;
+  double grad_norm = 0;
+  double tokens_per_second = 0;  // this step, all ranks together
+  double step_seconds = 0;
+  int64_t cycle = 0;
+  int64_t merges = 0;
+  int64_t optimizer_resets = 0;
+  double eta_seconds = 0;
+};
+
+struct EvalReport {
+  int64_t step = 0;
+  double loss = 0;
+  double perplexity = 0;
+  int64_t tokens = 0;
+};
+
+struct TrainSummary {
+  std::string mode;
+  bool completed = false;  // false when stopped early (cancelled or stop_after_step)
+  int64_t steps = 0;       // steps completed
+  int64_t merges = 0;
+  int64_t optimizer_resets = 0;
+  double initial_train_loss = 0;  // mean of the first (up to) 10 steps of this process
+  double final_train_loss = 0;    // mean of the last (up to) 10 steps
+  double eval_loss = 0;
+  double eval_perplexity = 0;
+  double tokens_per_second = 0;  // training steps only, all ranks together
+  int64_t peak_rss_bytes = 0;
+  int64_t trainable_parameters = 0;
+  int64_t total_parameters = 0;
+  double train_seconds = 0;
+  std::string checkpoint;  // newest checkpoint directory
+  std::string export_dir;
+  std::vector<std::pair<int64_t, double>> losses;  // (step index, loss) run by this process
+  nlohmann::json to_json() const;
+};
+
+struct TrainerOptions {
+  int rank = 0;
+  int world = 1;
+  CycleController* controller = nullptr;  // nullptr: a LocalCycleController from the spec
+  GradientSync* sync = nullptr;           // nullptr: single process
+  bool resume = true;                     // continue from the newest checkpoint in checkpoint.dir
+  int64_t stop_after_step = -1;           // stop (after a checkpoint) once this many steps are done
+  int threads = 1;                        // LibTorch intra-op threads (see runtime.h)
+  bool export_model = true;               // write a Hugging Face export when the job completes
+  std::function<void(const StepReport&)> on_step;
+  std::function<void(const EvalReport&)> on_eval;
+  // Phase boundaries, merges and checkpoints, as one-line human-readable events.
+  std::function<void(int64_t step, const std::string& event)> on_event;
+};
+
+class Trainer {
+ public:
+  Trainer(relora::v1::JobSpec spec, TrainerOptions options);
+  ~Trainer();
+
+  TrainSummary run();
+
+  model::Llama& model() { return model_; }
+  AdamW& optimizer() { return *optimizer_; }
+  const DataPipeline& data() const { return *data_; }
+  int64_t step() const { return step_; }
+
+ private:
+  bool low_rank_mode() const;
+  void register_trainable_parameters();
+  void enable_low_rank(uint64_t seed);
+  void apply_boundary(const Boundary& boundary);
+  bool boundary_at(int64_t step, Boundary* out) const;
+  double train_step();
+  EvalReport evaluate();
+  void save_checkpoint();
+  bool resume_from_checkpoint();
+  void load_warm_start_weights(const std::string& path);
+  void event(const std::string& text);
+
+  relora::v1::JobSpec spec_;
+  TrainerOptions options_;
+  std::unique_ptr<CycleController> own_controller_;
+  CycleController* controller_;
+  std::unique_ptr<DataPipeline> data_;
+  model::Llama model_{nullptr};
+  std::unique_ptr<AdamW> optimizer_;
+  JobSchedule schedule_;
+  CheckpointStore store_;
+  data::BatchGeometry geometry_;
+  torch::Tensor batch_;  // [micro_batch, seq_len] int64, reused across steps
+
+  int64_t step_ = 0;  // optimizer steps completed
+  int64_t merges_ = 0;
+  int64_t optimizer_resets_ = 0;
+  int64_t last_boundary_step_ = -1;  // boundary already applied at this step (resume guard)
+  std::string last_checkpoint_;
+};
+
+}  // namespace relora::train
