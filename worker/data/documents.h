@@ -22,4 +22,8 @@ std::vector<std::string> expand_input_paths(const std::vector<std::string>& path
 void read_documents(const std::string& path,
                     const std::function<void(std::string_view)>& on_document);
 
+// Hex digest of `salt` and each file's absolute path, size and mtime: the cache key of anything
+// derived from these files (a trained tokenizer, a token file). Changing a file invalidates it.
+std::string inputs_digest(const std::vector<std::string>& files, const std::string& salt);
+
 }  // namespace relora::data
