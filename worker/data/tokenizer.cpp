@@ -1,8 +1,6 @@
 // SentencePiece tokenizer: loading, encoding, and training a unigram model once per corpus.
 #include "worker/data/tokenizer.h"
 
-#include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -12,8 +10,10 @@
 #include <fstream>
 #include <stdexcept>
 #include <unordered_map>
+#include <utility>
 
 #include "worker/data/documents.h"
+#include "worker/data/spm_api.h"
 
 namespace fs = std::filesystem;
 
@@ -97,27 +97,6 @@ struct TempFile {
   }
 };
 
-// Feeds the training text to the trainer line by line. Training from an iterator rather than
-// `--input=FILE` keeps the temporary file's path out of the model proto (which records its
-// trainer spec), so the same corpus gives byte-identical models, hence equal fingerprints,
-// in every cache directory and on every rank.
-class LineIterator : public sentencepiece::SentenceIterator {
- public:
-  explicit LineIterator(const std::string& path) : in_(path, std::ios::binary) {
-    if (!in_) throw std::runtime_error("cannot read tokenizer training text " + path);
-    Next();
-  }
-  bool done() const override { return done_; }
-  void Next() override { done_ = !std::getline(in_, line_); }
-  const std::string& value() const override { return line_; }
-  sentencepiece::util::Status status() const override { return {}; }
-
- private:
-  std::ifstream in_;
-  std::string line_;
-  bool done_ = false;
-};
-
 // Writes `bytes` to `path` atomically: a unique temporary name, then rename.
 void write_atomically(const std::string& path, const std::string& bytes) {
   TempFile temp{path + ".tmp." + std::to_string(::getpid())};
@@ -132,10 +111,26 @@ void write_atomically(const std::string& path, const std::string& bytes) {
 
 }  // namespace
 
-Tokenizer::Tokenizer() : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {}
-Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
-Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
-Tokenizer::~Tokenizer() = default;
+Tokenizer::Tokenizer() : processor_(spm_api().create()) {}
+
+Tokenizer::Tokenizer(Tokenizer&& other) noexcept
+    : processor_(std::exchange(other.processor_, nullptr)),
+      model_path_(std::move(other.model_path_)),
+      fingerprint_(std::move(other.fingerprint_)) {}
+
+Tokenizer& Tokenizer::operator=(Tokenizer&& other) noexcept {
+  if (this != &other) {
+    if (processor_) spm_api().destroy(processor_);
+    processor_ = std::exchange(other.processor_, nullptr);
+    model_path_ = std::move(other.model_path_);
+    fingerprint_ = std::move(other.fingerprint_);
+  }
+  return *this;
+}
+
+Tokenizer::~Tokenizer() {
+  if (processor_) spm_api().destroy(processor_);
+}
 
 Tokenizer Tokenizer::load(const std::string& model_path) {
   if (!fs::is_regular_file(model_path)) {
@@ -144,10 +139,9 @@ Tokenizer Tokenizer::load(const std::string& model_path) {
   const std::string bytes = read_file(model_path);
   Tokenizer tokenizer;
   // Loading from the bytes already read guarantees the fingerprint describes the loaded model.
-  const auto status = tokenizer.sp_->LoadFromSerializedProto(bytes);
-  if (!status.ok()) {
-    throw std::runtime_error("not a SentencePiece model: " + model_path + ": " +
-                             status.ToString());
+  std::string error;
+  if (!spm_api().load_from_bytes(tokenizer.processor_, bytes, &error)) {
+    throw std::runtime_error("not a SentencePiece model: " + model_path + ": " + error);
   }
   tokenizer.model_path_ = model_path;
   tokenizer.fingerprint_ = fnv1a_hex(bytes);
@@ -180,7 +174,7 @@ Tokenizer Tokenizer::train_or_load_cached(const std::vector<std::string>& inputs
   spdlog::info("tokenizer: training unigram SentencePiece, vocab {}, on {} lines from {} files",
                vocab_size, lines, files.size());
 
-  const std::unordered_map<std::string, std::string> args = {
+  const std::vector<std::pair<std::string, std::string>> args = {
       {"model_type", "unigram"},
       {"vocab_size", std::to_string(vocab_size)},
       {"pad_id", "0"},
@@ -198,13 +192,9 @@ Tokenizer Tokenizer::train_or_load_cached(const std::vector<std::string>& inputs
       {"hard_vocab_limit", "false"},
       {"minloglevel", "1"},  // the trainer's per-iteration INFO lines would flood the job log
   };
-  sentencepiece::SetRandomGeneratorSeed(kTrainerSeed);
-  LineIterator sentences(text.path);
-  std::string model_bytes;
-  const auto status = sentencepiece::SentencePieceTrainer::Train(args, &sentences, &model_bytes);
-  if (!status.ok()) {
-    throw std::runtime_error("SentencePiece training failed on " + inputs.front() + ": " +
-                             status.ToString());
+  std::string model_bytes, error;
+  if (!spm_api().train(args, text.path, kTrainerSeed, &model_bytes, &error)) {
+    throw std::runtime_error("SentencePiece training failed on " + inputs.front() + ": " + error);
   }
   write_atomically(model_path, model_bytes);  // the model file appearing is the commit point
 
@@ -222,20 +212,19 @@ Tokenizer Tokenizer::train_or_load_cached(const std::vector<std::string>& inputs
 
 std::vector<int> Tokenizer::encode(const std::string& text) const {
   std::vector<int> ids;
-  const auto status = sp_->Encode(text, &ids);
-  if (!status.ok()) throw std::runtime_error("tokenizer encode failed: " + status.ToString());
+  std::string error;
+  if (!spm_api().encode(processor_, text, &ids, &error)) throw std::runtime_error("tokenizer encode failed: " + error);
   return ids;
 }
 
 std::string Tokenizer::decode(const std::vector<int>& ids) const {
-  std::string text;
-  const auto status = sp_->Decode(ids, &text);
-  if (!status.ok()) throw std::runtime_error("tokenizer decode failed: " + status.ToString());
+  std::string text, error;
+  if (!spm_api().decode(processor_, ids, &text, &error)) throw std::runtime_error("tokenizer decode failed: " + error);
   return text;
 }
 
-int Tokenizer::eos_id() const { return sp_->eos_id(); }
-int Tokenizer::pad_id() const { return sp_->pad_id(); }
-int Tokenizer::vocab_size() const { return sp_->GetPieceSize(); }
+int Tokenizer::eos_id() const { return spm_api().eos_id(processor_); }
+int Tokenizer::pad_id() const { return spm_api().pad_id(processor_); }
+int Tokenizer::vocab_size() const { return spm_api().piece_size(processor_); }
 
 }  // namespace relora::data

@@ -1,13 +1,8 @@
 // SentencePiece tokenizer: load a model file, or train one on the training text and cache it.
 #pragma once
 
-#include <memory>
 #include <string>
 #include <vector>
-
-namespace sentencepiece {
-class SentencePieceProcessor;
-}
 
 namespace relora::data {
 
@@ -23,8 +18,10 @@ class Tokenizer {
   static Tokenizer train_or_load_cached(const std::vector<std::string>& inputs, int vocab_size,
                                         const std::string& cache_dir);
 
-  Tokenizer(Tokenizer&&) noexcept;
-  Tokenizer& operator=(Tokenizer&&) noexcept;
+  Tokenizer(Tokenizer&& other) noexcept;
+  Tokenizer& operator=(Tokenizer&& other) noexcept;
+  Tokenizer(const Tokenizer&) = delete;
+  Tokenizer& operator=(const Tokenizer&) = delete;
   ~Tokenizer();
 
   std::vector<int> encode(const std::string& text) const;
@@ -38,7 +35,7 @@ class Tokenizer {
 
  private:
   Tokenizer();
-  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  void* processor_ = nullptr;  // a SentencePieceProcessor inside the shim (see spm_api.h)
   std::string model_path_;
   std::string fingerprint_;
 };

@@ -33,7 +33,8 @@ void AdamW::add_parameter(const std::string& name, const torch::Tensor& param, b
   Entry e;
   e.name = name;
   e.param = param;
-  auto opts = param.options().dtype(torch::kFloat32);
+  // Moments in the master weights' dtype (fp32 in training; fp64 in the exactness tests).
+  auto opts = param.options();
   e.exp_avg = torch::zeros(param.sizes(), opts);
   e.exp_avg_sq = torch::zeros(param.sizes(), opts);
   e.low_rank = low_rank;

@@ -54,8 +54,8 @@ class AdamW {
   struct Entry {
     std::string name;
     torch::Tensor param;
-    torch::Tensor exp_avg;     // same shape as param, fp32
-    torch::Tensor exp_avg_sq;  // same shape as param, fp32
+    torch::Tensor exp_avg;     // same shape and dtype as param
+    torch::Tensor exp_avg_sq;  // same shape and dtype as param
     int64_t step = 0;
     bool low_rank = false;
   };
