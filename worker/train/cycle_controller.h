@@ -40,6 +40,11 @@ class CycleController {
  public:
   virtual ~CycleController() = default;
   virtual CycleCommand at_boundary(const Boundary& boundary) = 0;
+  // Called once the command of `boundary` has been applied, with a checksum of the parameters
+  // when wants_parameter_checksum() (ranks in lockstep report equal checksums). A cluster
+  // controller reports the acknowledgement and returns when every rank has acknowledged.
+  virtual void acknowledge(const Boundary& /*boundary*/, const std::string& /*param_checksum*/) {}
+  virtual bool wants_parameter_checksum() const { return false; }
   // Polled between steps: true when the job was cancelled from outside.
   virtual bool stop_requested() { return false; }
 };

@@ -1,6 +1,9 @@
 #include "worker/train/model_state.h"
 
+#include <cstdio>
 #include <stdexcept>
+
+#include <zlib.h>
 
 #include <torch/torch.h>
 
@@ -22,6 +25,17 @@ model::LlamaConfig model_config(const relora::v1::JobSpec& spec) {
 
 void append_model_tensors(model::Llama& model, NamedTensors& out) {
   for (const auto& item : model->named_parameters()) out.emplace_back("model/" + item.key(), item.value());
+}
+
+std::string parameter_checksum(model::Llama& model) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  for (const auto& p : model->parameters()) {
+    auto t = p.detach().to(torch::kCPU).contiguous();
+    crc = crc32_z(crc, static_cast<const Bytef*>(t.data_ptr()), static_cast<z_size_t>(t.numel() * t.element_size()));
+  }
+  char hex[9];
+  std::snprintf(hex, sizeof(hex), "%08lx", static_cast<unsigned long>(crc));
+  return hex;
 }
 
 void load_model_tensors(model::Llama& model, const Checkpoint& ckpt, const model::LoraOptions& lora,

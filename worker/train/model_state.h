@@ -2,6 +2,8 @@
 // parameters (frozen W and any un-merged low-rank factors) to and from checkpoint tensors.
 #pragma once
 
+#include <string>
+
 #include "relora/v1/job.pb.h"
 #include "worker/model/llama.h"
 #include "worker/train/checkpoint.h"
@@ -17,6 +19,10 @@ void append_model_tensors(model::Llama& model, NamedTensors& out);
 // Copies "model/<name>" tensors into the model, adding the low-rank branches first when the
 // checkpoint holds them (and `allow_low_rank`). Throws naming the checkpoint and the tensor when
 // one is missing or of another shape.
+// CRC-32 over the bytes of every parameter, in registration order, as 8 hex digits: equal on
+// data-parallel ranks exactly when their parameters are bit-identical.
+std::string parameter_checksum(model::Llama& model);
+
 void load_model_tensors(model::Llama& model, const Checkpoint& ckpt, const model::LoraOptions& lora,
                         bool allow_low_rank);
 

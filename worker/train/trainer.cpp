@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <numeric>
 #include <stdexcept>
 
@@ -168,11 +169,12 @@ void Trainer::apply_boundary(const Boundary& boundary) {
   last_boundary_step_ = boundary.step;
   if (cmd.evaluate) evaluate();
   if (cmd.checkpoint) save_checkpoint();
+  controller_->acknowledge(boundary, controller_->wants_parameter_checksum() ? parameter_checksum(model_) : "");
   if (cmd.stop) throw std::runtime_error("stopped by the controller");
 }
 
 // One optimizer step: micro-batches (forward, backward), gradient sync, clip, update.
-double Trainer::train_step() {
+Trainer::StepResult Trainer::train_step() {
   const int64_t accum = geometry_.grad_accum;
   double loss_sum = 0.0;
   std::vector<int64_t> tokens;
@@ -205,7 +207,7 @@ double Trainer::train_step() {
   optimizer_->step(schedule_.lr(step_));
   optimizer_->zero_grad();
   // ---- end of step ------------------------------------------------------------------------
-  return loss;
+  return {loss, grad_norm};
 }
 
 EvalReport Trainer::evaluate() {
@@ -281,6 +283,38 @@ void Trainer::save_checkpoint() {
   last_checkpoint_ = store_.save(step_, meta, tensors);
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   event("checkpoint saved: " + last_checkpoint_ + " (" + format_duration(seconds) + ")");
+  if (options_.on_checkpoint) options_.on_checkpoint(step_, last_checkpoint_);
+}
+
+// One JSON line per step in <checkpoint.dir>/metrics.jsonl (rank 0): the loss curve of the whole
+// job, across resumes (lines past a resumed checkpoint are dropped when it resumes).
+void Trainer::log_metrics(const StepReport& r) {
+  if (options_.rank != 0) return;
+  if (!metrics_.is_open()) {
+    std::filesystem::create_directories(spec_.checkpoint().dir());
+    metrics_.open(spec_.checkpoint().dir() + "/metrics.jsonl", std::ios::app);
+  }
+  nlohmann::json line = {{"step", r.step},       {"loss", r.loss},   {"lr", r.lr},
+                         {"grad_norm", r.grad_norm}, {"tokens_per_second", r.tokens_per_second},
+                         {"cycle", r.cycle},     {"merges", r.merges}};
+  metrics_ << line.dump() << "\n";
+  metrics_.flush();
+}
+
+void Trainer::truncate_metrics_after(int64_t step) {
+  const std::string path = spec_.checkpoint().dir() + "/metrics.jsonl";
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    try {
+      if (nlohmann::json::parse(line).value("step", int64_t{0}) <= step) kept += line + "\n";
+    } catch (const std::exception&) {
+      // A torn last line from a crash: drop it.
+    }
+  }
+  in.close();
+  std::ofstream(path, std::ios::trunc) << kept;
 }
 
 bool Trainer::resume_from_checkpoint() {
@@ -313,6 +347,7 @@ bool Trainer::resume_from_checkpoint() {
   optimizer_resets_ = meta.value("optimizer_resets", int64_t{0});
   last_boundary_step_ = meta.value("last_boundary_step", int64_t{-1});
   last_checkpoint_ = ckpt->path;
+  if (options_.rank == 0) truncate_metrics_after(step_);
   event("resumed from " + ckpt->path);
   return true;
 }
@@ -349,7 +384,8 @@ TrainSummary Trainer::run() {
       break;
     }
     const auto t0 = Clock::now();
-    const double loss = train_step();
+    const StepResult result = train_step();
+    const double loss = result.loss;
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     train_seconds += seconds;
     const double lr = schedule_.lr(step_);
@@ -361,6 +397,7 @@ TrainSummary Trainer::run() {
     report.step = step_;
     report.total_steps = total;
     report.loss = loss;
+    report.grad_norm = result.grad_norm;
     report.lr = lr;
     report.step_seconds = seconds;
     report.tokens_per_second = tokens_per_step / seconds;
@@ -373,6 +410,7 @@ TrainSummary Trainer::run() {
                    loss, lr, format_count(report.tokens_per_second), report.cycle, merges_,
                    format_duration(report.eta_seconds));
     if (options_.on_step) options_.on_step(report);
+    log_metrics(report);
 
     if (eval_every > 0 && step_ % eval_every == 0 && step_ < total) evaluate();
     if ((ckpt_every > 0 && step_ % ckpt_every == 0) || step_ == total) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
@@ -87,6 +88,8 @@ struct TrainerOptions {
   std::function<void(const EvalReport&)> on_eval;
   // Phase boundaries, merges and checkpoints, as one-line human-readable events.
   std::function<void(int64_t step, const std::string& event)> on_event;
+  // A checkpoint was committed (rank 0): its directory.
+  std::function<void(int64_t step, const std::string& path)> on_checkpoint;
 };
 
 class Trainer {
@@ -107,12 +110,18 @@ class Trainer {
   void enable_low_rank(uint64_t seed);
   void apply_boundary(const Boundary& boundary);
   bool boundary_at(int64_t step, Boundary* out) const;
-  double train_step();
+  struct StepResult {
+    double loss = 0;  // mean over micro-batches and ranks
+    double grad_norm = 0;
+  };
+  StepResult train_step();
   EvalReport evaluate();
   void save_checkpoint();
   bool resume_from_checkpoint();
   void load_warm_start_weights(const std::string& path);
   void event(const std::string& text);
+  void log_metrics(const StepReport& report);
+  void truncate_metrics_after(int64_t step);
 
   relora::v1::JobSpec spec_;
   TrainerOptions options_;
@@ -131,6 +140,7 @@ class Trainer {
   int64_t optimizer_resets_ = 0;
   int64_t last_boundary_step_ = -1;  // boundary already applied at this step (resume guard)
   std::string last_checkpoint_;
+  std::ofstream metrics_;  // <checkpoint.dir>/metrics.jsonl, rank 0
 };
 
 }  // namespace relora::train
