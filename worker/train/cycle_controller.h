@@ -11,6 +11,7 @@
 #include <string>
 
 #include "relora/v1/job.pb.h"
+#include "relora/v1/service.pb.h"
 #include "worker/train/adamw.h"
 
 namespace relora::train {
@@ -49,8 +50,8 @@ class CycleController {
   virtual bool stop_requested() { return false; }
 };
 
-// Answers from the job spec alone (standalone mode, and the reference for the coordinator).
-// Seeds are derived from training.seed and the boundary, so a rerun draws the same factors.
+// Answers from the job spec alone (standalone mode) with common/cycle_plan.h's plan_command,
+// exactly the commands the coordinator sends in a cluster.
 class LocalCycleController : public CycleController {
  public:
   explicit LocalCycleController(const relora::v1::JobSpec& spec) : spec_(spec) {}
@@ -60,7 +61,8 @@ class LocalCycleController : public CycleController {
   relora::v1::JobSpec spec_;
 };
 
-// Seed for the factors drawn at a boundary: a 64-bit mix of the job seed and the step.
-uint64_t boundary_seed(uint64_t job_seed, int64_t step);
+// The wire form of a command (from the coordinator or plan_command) as the trainer applies it.
+// Throws std::invalid_argument on an unknown optimizer reset mode.
+CycleCommand command_from_proto(const relora::v1::CycleCommand& cmd);
 
 }  // namespace relora::train
