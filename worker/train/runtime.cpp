@@ -10,6 +10,9 @@
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
+#ifdef RELORA_WITH_CUDA
+#include <torch/cuda.h>
+#endif
 
 namespace relora::train {
 
@@ -31,26 +34,41 @@ void configure_threads(int intra_op_threads) {
   if (intra_op_threads > 0) at::set_num_threads(intra_op_threads);
 }
 
-// The CPU autocast switches were renamed in LibTorch 2.x; this is the one place that knows.
-Bf16Autocast::Bf16Autocast(bool enabled) : enabled_(enabled) {
+// The autocast switches were renamed in LibTorch 2.x; this is the one place that knows.
+Bf16Autocast::Bf16Autocast(bool enabled, c10::Device device) : enabled_(enabled), cuda_(device.is_cuda()) {
   if (!enabled_) return;
 #if TORCH_VERSION_MAJOR >= 2
-  at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
-  at::autocast::set_autocast_enabled(at::kCPU, true);
+  const auto type = cuda_ ? at::kCUDA : at::kCPU;
+  at::autocast::set_autocast_dtype(type, at::kBFloat16);
+  at::autocast::set_autocast_enabled(type, true);
 #else
-  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-  at::autocast::set_cpu_enabled(true);
+  if (cuda_) {
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+  } else {
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::set_cpu_enabled(true);
+  }
 #endif
 }
 
 Bf16Autocast::~Bf16Autocast() {
   if (!enabled_) return;
 #if TORCH_VERSION_MAJOR >= 2
-  at::autocast::set_autocast_enabled(at::kCPU, false);
+  at::autocast::set_autocast_enabled(cuda_ ? at::kCUDA : at::kCPU, false);
 #else
-  at::autocast::set_cpu_enabled(false);
+  if (cuda_) at::autocast::set_enabled(false);
+  else at::autocast::set_cpu_enabled(false);
 #endif
   at::autocast::clear_cache();
+}
+
+void synchronize_device(c10::Device device) {
+#ifdef RELORA_WITH_CUDA
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+#else
+  (void)device;
+#endif
 }
 
 std::string format_duration(double seconds) {

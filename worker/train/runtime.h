@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include <c10/core/Device.h>
+
 namespace relora::train {
 
 int64_t current_rss_bytes();
@@ -14,17 +16,21 @@ int64_t peak_rss_bytes();
 // slower (oversubscription, see docs/architecture.md), so the default is 1. 0 keeps LibTorch's own.
 void configure_threads(int intra_op_threads);
 
-// Enables bf16 autocast (fp32 master weights, bf16 matrix products) on the CPU while alive.
+// Enables bf16 autocast (fp32 master weights, bf16 matrix products) on `device` while alive.
 class Bf16Autocast {
  public:
-  explicit Bf16Autocast(bool enabled);
+  Bf16Autocast(bool enabled, c10::Device device);
   ~Bf16Autocast();
   Bf16Autocast(const Bf16Autocast&) = delete;
   Bf16Autocast& operator=(const Bf16Autocast&) = delete;
 
  private:
   bool enabled_;
+  bool cuda_;
 };
+
+// Waits for the work queued on `device` (a no-op on the CPU), so host clocks time real work.
+void synchronize_device(c10::Device device);
 
 std::string format_duration(double seconds);  // "1h02m", "3m12s", "45s"
 std::string format_count(double n);           // "12.3k", "4.5M"

@@ -75,6 +75,7 @@ Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
   const uint64_t seed = spec_.training().seed();
   model_ = model::Llama(model_config(spec_));
   model_->init_weights(seed);
+  model_->to(options_.device);
   model_->train();
   // Dropout draws from the global generator: distinct per rank, restored exactly on resume.
   torch::manual_seed(seed + static_cast<uint64_t>(options_.rank));
@@ -83,7 +84,8 @@ Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
   optimizer_ = std::make_unique<AdamW>(AdamWOptions{tr.adam_beta1(), tr.adam_beta2(), tr.adam_eps(), tr.weight_decay()});
   if (!spec_.relora().warm_start_checkpoint().empty()) load_warm_start_weights(spec_.relora().warm_start_checkpoint());
   register_trainable_parameters();
-  batch_ = torch::empty({geometry_.micro_batch, data_->seq_len()}, torch::kInt64);
+  batch_ = torch::empty({geometry_.micro_batch, data_->seq_len()},
+                        torch::TensorOptions(torch::kInt64).pinned_memory(options_.device.is_cuda()));
 }
 
 Trainer::~Trainer() = default;
@@ -180,12 +182,12 @@ Trainer::StepResult Trainer::train_step() {
   std::vector<int64_t> tokens;
   // ---- step -------------------------------------------------------------------------------
   {
-    Bf16Autocast autocast(spec_.training().dtype() == "bf16");
+    Bf16Autocast autocast(spec_.training().dtype() == "bf16", options_.device);
     for (int64_t k = 0; k < accum; ++k) {
       auto samples = data::micro_batch_samples(geometry_, step_, k, options_.rank);
       data::gather_blocks(data_->train(), data_->order(), samples, tokens);
       std::memcpy(batch_.data_ptr<int64_t>(), tokens.data(), tokens.size() * sizeof(int64_t));
-      auto loss = model_->loss(batch_);
+      auto loss = model_->loss(batch_.to(options_.device, /*non_blocking=*/true));
       (loss / static_cast<double>(accum)).backward();
       loss_sum += loss.item<double>();
     }
@@ -197,7 +199,7 @@ Trainer::StepResult Trainer::train_step() {
     if (p.grad().defined()) grads.push_back(p.grad());
   double loss = loss_sum / static_cast<double>(accum);
   if (options_.sync) {
-    grads.push_back(torch::full({1}, loss, torch::kFloat64));
+    grads.push_back(torch::full({1}, loss, torch::TensorOptions(torch::kFloat64).device(options_.device)));
     options_.sync->all_reduce_mean(grads);
     loss = grads.back().item<double>();
     grads.pop_back();
@@ -206,6 +208,7 @@ Trainer::StepResult Trainer::train_step() {
   const double grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
   optimizer_->step(schedule_.lr(step_));
   optimizer_->zero_grad();
+  synchronize_device(options_.device);  // step time must include the queued GPU work
   // ---- end of step ------------------------------------------------------------------------
   return {loss, grad_norm};
 }
@@ -222,7 +225,7 @@ EvalReport Trainer::evaluate() {
   double nll = 0;
   int64_t count = 0;
   {
-    Bf16Autocast autocast(spec_.training().dtype() == "bf16");
+    Bf16Autocast autocast(spec_.training().dtype() == "bf16", options_.device);
     const int64_t mb = geometry_.micro_batch;
     // Ranks take interleaved batches of the validation blocks; sums are added across ranks.
     for (int64_t first = options_.rank * mb; first < blocks; first += mb * options_.world) {
@@ -233,17 +236,19 @@ EvalReport Trainer::evaluate() {
         const uint32_t* src = val.block(first + i);
         for (int64_t j = 0; j < seq; ++j) dst[i * seq + j] = src[j];
       }
-      auto [s, c] = model_->nll_sum(x);
+      auto [s, c] = model_->nll_sum(x.to(options_.device));
       nll += s;
       count += c;
     }
   }
   model_->train();
   if (options_.sync) {
-    std::vector<torch::Tensor> sums = {torch::tensor({nll, static_cast<double>(count)}, torch::kFloat64)};
+    std::vector<torch::Tensor> sums = {
+        torch::tensor({nll, static_cast<double>(count)}, torch::kFloat64).to(options_.device)};
     options_.sync->all_reduce_mean(sums);
-    nll = sums[0][0].item<double>() * options_.world;
-    count = static_cast<int64_t>(std::llround(sums[0][1].item<double>() * options_.world));
+    auto host = sums[0].cpu();
+    nll = host[0].item<double>() * options_.world;
+    count = static_cast<int64_t>(std::llround(host[1].item<double>() * options_.world));
   }
   report.tokens = count;
   report.loss = count > 0 ? nll / static_cast<double>(count) : 0.0;

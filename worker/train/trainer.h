@@ -83,6 +83,7 @@ struct TrainerOptions {
   bool resume = true;                     // continue from the newest checkpoint in checkpoint.dir
   int64_t stop_after_step = -1;           // stop (after a checkpoint) once this many steps are done
   int threads = 1;                        // LibTorch intra-op threads (see runtime.h)
+  torch::Device device = torch::kCPU;     // where the model trains (cuda:N in GPU builds)
   bool export_model = true;               // write a Hugging Face export when the job completes
   std::function<void(const StepReport&)> on_step;
   std::function<void(const EvalReport&)> on_eval;
@@ -133,7 +134,7 @@ class Trainer {
   JobSchedule schedule_;
   CheckpointStore store_;
   data::BatchGeometry geometry_;
-  torch::Tensor batch_;  // [micro_batch, seq_len] int64, reused across steps
+  torch::Tensor batch_;  // [micro_batch, seq_len] int64 on the host (pinned for GPUs), reused
 
   int64_t step_ = 0;  // optimizer steps completed
   int64_t merges_ = 0;
