@@ -1,0 +1,38 @@
+// One function per `relora` subcommand. Each returns the process exit code (see rpc.h) and may
+// throw RpcError, JobSpecError or std::runtime_error, which main() turns into one
+// "error: ..." line and the matching exit code.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+namespace relora::client {
+
+struct GlobalOptions {
+  std::string coordinator = "127.0.0.1:50051";
+  std::chrono::milliseconds timeout{10000};  // deadline of every unary RPC
+  bool json = false;                         // -o json
+};
+
+int cmd_submit(const GlobalOptions& g, const std::string& job_file, bool watch, bool check_locally);
+int cmd_list(const GlobalOptions& g);
+int cmd_status(const GlobalOptions& g, const std::string& job_id);
+int cmd_watch(const GlobalOptions& g, const std::string& job_id);
+int cmd_events(const GlobalOptions& g, const std::string& job_id);
+int cmd_cancel(const GlobalOptions& g, const std::string& job_id);
+int cmd_workers(const GlobalOptions& g);
+int cmd_export(const GlobalOptions& g, const std::string& job_id, const std::string& out_dir);
+
+struct LocalOptions {
+  std::string job_file;
+  std::optional<int> workers;    // --workers: overrides cluster.workers
+  std::string summary_json;      // --summary-json PATH
+  std::string state_dir;         // --state-dir (default: a fresh temporary directory)
+  bool keep_state = false;       // keep the temporary state directory after success
+  std::chrono::milliseconds startup_timeout{30000};  // waiting for the coordinator's port file
+};
+// Implemented in local.cpp.
+int cmd_local(const GlobalOptions& g, const LocalOptions& opts);
+
+}  // namespace relora::client
