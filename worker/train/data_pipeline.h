@@ -24,7 +24,11 @@ class DataPipeline {
   const data::BlockRange& train() const { return train_; }
   const data::BlockRange& validation() const { return validation_; }
   const data::SampleOrder& order() const { return *order_; }
-  const data::Tokenizer& tokenizer() const { return *tokenizer_; }
+  // nullptr when the job trains on one pre-tokenized .tok file without data.tokenizer_model.
+  const data::Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  std::string tokenizer_path() const { return tokenizer_ ? tokenizer_->model_path() : ""; }
+  int eos_id() const { return tokenizer_ ? tokenizer_->eos_id() : 1; }
+  int pad_id() const { return tokenizer_ ? tokenizer_->pad_id() : 0; }
   int64_t seq_len() const { return seq_len_; }
 
  private:

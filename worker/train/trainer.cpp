@@ -260,7 +260,7 @@ EvalReport Trainer::evaluate() {
 }
 
 void Trainer::save_checkpoint() {
-  if (options_.rank != 0) return;  // ranks hold identical weights and optimizer state
+  if (options_.rank != 0 || !options_.save_checkpoints) return;  // ranks hold identical state
   const auto t0 = Clock::now();
   NamedTensors tensors;
   append_model_tensors(model_, tensors);
@@ -281,9 +281,9 @@ void Trainer::save_checkpoint() {
                          {"last_boundary_step", last_boundary_step_},
                          {"next_sample", step_ * geometry_.global_batch()},
                          {"world", options_.world},
-                         {"tokenizer_model", data_->tokenizer().model_path()},
-                         {"eos_id", data_->tokenizer().eos_id()},
-                         {"pad_id", data_->tokenizer().pad_id()},
+                         {"tokenizer_model", data_->tokenizer_path()},
+                         {"eos_id", data_->eos_id()},
+                         {"pad_id", data_->pad_id()},
                          {"spec", nlohmann::json::parse(job_spec_to_json(spec_))}};
   last_checkpoint_ = store_.save(step_, meta, tensors);
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -444,8 +444,8 @@ TrainSummary Trainer::run() {
     summary.eval_loss = final_eval.loss;
     summary.eval_perplexity = final_eval.perplexity;
     if (options_.export_model && options_.rank == 0) {
-      auto info = export_hf_model(model_, data_->tokenizer().model_path(), data_->tokenizer().eos_id(),
-                                  data_->tokenizer().pad_id(), spec_.checkpoint().dir() + "/export");
+      auto info = export_hf_model(model_, data_->tokenizer_path(), data_->eos_id(), data_->pad_id(),
+                                  spec_.checkpoint().dir() + "/export");
       summary.export_dir = info.dir;
       event("exported merged model (" + std::to_string(info.parameters) + " parameters) to " + info.dir);
     }

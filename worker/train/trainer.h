@@ -85,6 +85,7 @@ struct TrainerOptions {
   int threads = 1;                        // LibTorch intra-op threads (see runtime.h)
   torch::Device device = torch::kCPU;     // where the model trains (cuda:N in GPU builds)
   bool export_model = true;               // write a Hugging Face export when the job completes
+  bool save_checkpoints = true;           // false: benchmarks (nothing written to checkpoint.dir)
   std::function<void(const StepReport&)> on_step;
   std::function<void(const EvalReport&)> on_eval;
   // Phase boundaries, merges and checkpoints, as one-line human-readable events.
