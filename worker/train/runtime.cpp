@@ -2,11 +2,14 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <string>
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
@@ -69,6 +72,23 @@ void synchronize_device(c10::Device device) {
 #else
   (void)device;
 #endif
+}
+
+double measure_matmul_peak_flops(c10::ScalarType dtype, c10::Device device) {
+  constexpr int64_t n = 2048;
+  auto options = at::TensorOptions().dtype(dtype).device(device);
+  auto a = at::randn({n, n}, options), b = at::randn({n, n}, options);
+  auto c = at::mm(a, b);  // warm-up: thread pools, kernels, caches
+  synchronize_device(device);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    c = at::mm(a, b);
+    synchronize_device(device);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * n * n * n / s);
+  }
+  return best;
 }
 
 std::string format_duration(double seconds) {

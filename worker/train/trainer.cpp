@@ -16,6 +16,7 @@
 #include "worker/train/export.h"
 #include "worker/train/model_state.h"
 #include "worker/train/runtime.h"
+#include "worker/train/update_spectrum.h"
 
 namespace relora::train {
 namespace {
@@ -60,6 +61,7 @@ Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
       schedule_(spec_),
       store_(spec_.checkpoint().dir(), spec_.checkpoint().keep()) {
   configure_threads(options_.threads);
+  monitor_ = options_.metrics ? options_.metrics : &no_metrics_;
   if (options_.controller) {
     controller_ = options_.controller;
   } else {
@@ -119,6 +121,46 @@ void Trainer::enable_low_rank(uint64_t seed) {
   const auto& rl = spec_.relora();
   model_->enable_lora(model::LoraOptions{rl.rank(), rl.alpha(), rl.dropout()}, seed);
   register_trainable_parameters();
+  monitor_->trainable_changed(model_->count_trainable_parameters());
+  if (auto* w = spectrum_weight()) spectrum_reference_ = w->detach().clone();
+}
+
+torch::Tensor* Trainer::spectrum_weight() {
+  for (auto& [name, linear] : model_->relora_linears())
+    if (name == options_.spectrum_layer) return &linear->weight;
+  return nullptr;
+}
+
+// The paper's analysis, live: how many directions the merged updates of one layer span so far.
+void Trainer::report_update_rank() {
+  auto* w = spectrum_weight();
+  if (!w || !spectrum_reference_.defined()) return;
+  const auto spectrum = update_spectrum(*w, spectrum_reference_);
+  monitor_->update_rank(options_.spectrum_layer, spectrum.rank_above_threshold);
+  event("update rank of " + options_.spectrum_layer + ": " + std::to_string(spectrum.rank_above_threshold) +
+        " singular values above 1% of the largest");
+}
+
+// Model FLOPs per token of full-rank training, the usual MFU numerator (PaLM, appendix B):
+// 6 FLOPs per weight (forward, input gradient, weight gradient) for the non-embedding weights and
+// the head, plus 12·L·T·C for attention scores and values.
+TrainStaticInfo Trainer::static_info() {
+  TrainStaticInfo info;
+  const auto& c = model_->config();
+  double weights = static_cast<double>(c.vocab_size * c.hidden_size);  // lm_head
+  for (auto& [name, linear] : model_->relora_linears())
+    weights += static_cast<double>(linear->in_features() * linear->out_features());
+  info.total_steps = spec_.training().steps();
+  info.trainable_parameters = model_->count_trainable_parameters();
+  info.total_parameters = model_->count_model_parameters();
+  info.tokens_per_step_per_rank = geometry_.micro_batch * geometry_.grad_accum * data_->seq_len();
+  info.model_flops_per_token =
+      6.0 * weights + 12.0 * static_cast<double>(c.num_layers * data_->seq_len() * c.hidden_size);
+  if (options_.metrics) {
+    const bool bf16 = spec_.training().dtype() == "bf16";
+    info.peak_flops = measure_matmul_peak_flops(bf16 ? torch::kBFloat16 : torch::kFloat32, options_.device);
+  }
+  return info;
 }
 
 void Trainer::load_warm_start_weights(const std::string& path) {
@@ -167,6 +209,8 @@ void Trainer::apply_boundary(const Boundary& boundary) {
       text += buf;
     }
     event(text);
+    monitor_->merged(cmd.reset != ResetMode::kNone);
+    report_update_rank();
   }
   last_boundary_step_ = boundary.step;
   if (cmd.evaluate) evaluate();
@@ -180,13 +224,16 @@ Trainer::StepResult Trainer::train_step() {
   const int64_t accum = geometry_.grad_accum;
   double loss_sum = 0.0;
   std::vector<int64_t> tokens;
+  double data_seconds = 0;
   // ---- step -------------------------------------------------------------------------------
   {
     Bf16Autocast autocast(spec_.training().dtype() == "bf16", options_.device);
     for (int64_t k = 0; k < accum; ++k) {
+      const auto data_start = Clock::now();
       auto samples = data::micro_batch_samples(geometry_, step_, k, options_.rank);
       data::gather_blocks(data_->train(), data_->order(), samples, tokens);
       std::memcpy(batch_.data_ptr<int64_t>(), tokens.data(), tokens.size() * sizeof(int64_t));
+      data_seconds += std::chrono::duration<double>(Clock::now() - data_start).count();
       auto loss = model_->loss(batch_.to(options_.device, /*non_blocking=*/true));
       (loss / static_cast<double>(accum)).backward();
       loss_sum += loss.item<double>();
@@ -200,7 +247,11 @@ Trainer::StepResult Trainer::train_step() {
   double loss = loss_sum / static_cast<double>(accum);
   if (options_.sync) {
     grads.push_back(torch::full({1}, loss, torch::TensorOptions(torch::kFloat64).device(options_.device)));
+    int64_t bytes = 0;
+    for (const auto& g : grads) bytes += g.numel() * g.element_size();
+    const auto sync_start = Clock::now();
     options_.sync->all_reduce_mean(grads);
+    monitor_->allreduce_done(std::chrono::duration<double>(Clock::now() - sync_start).count(), bytes);
     loss = grads.back().item<double>();
     grads.pop_back();
   }
@@ -210,7 +261,7 @@ Trainer::StepResult Trainer::train_step() {
   optimizer_->zero_grad();
   synchronize_device(options_.device);  // step time must include the queued GPU work
   // ---- end of step ------------------------------------------------------------------------
-  return {loss, grad_norm};
+  return {loss, grad_norm, data_seconds};
 }
 
 EvalReport Trainer::evaluate() {
@@ -256,6 +307,7 @@ EvalReport Trainer::evaluate() {
   spdlog::info("eval  step {} | loss {:.4f} | perplexity {:.2f} | {} tokens", step_, report.loss,
                report.perplexity, count);
   if (options_.on_eval) options_.on_eval(report);
+  monitor_->eval_done(report);
   return report;
 }
 
@@ -274,6 +326,7 @@ void Trainer::save_checkpoint() {
     std::lock_guard<std::mutex> lock(gen.mutex());
     tensors.emplace_back("rng/cpu", gen.get_state());
   }
+  if (spectrum_reference_.defined()) tensors.emplace_back("ref/spectrum_layer", spectrum_reference_);
   nlohmann::json meta = {{"step", step_},
                          {"merges", merges_},
                          {"optimizer_resets", optimizer_resets_},
@@ -289,6 +342,7 @@ void Trainer::save_checkpoint() {
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   event("checkpoint saved: " + last_checkpoint_ + " (" + format_duration(seconds) + ")");
   if (options_.on_checkpoint) options_.on_checkpoint(step_, last_checkpoint_);
+  monitor_->checkpoint_saved(seconds);
 }
 
 // One JSON line per step in <checkpoint.dir>/metrics.jsonl (rank 0): the loss curve of the whole
@@ -341,6 +395,8 @@ bool Trainer::resume_from_checkpoint() {
     e.exp_avg_sq.copy_(v->second);
     e.step = s->second.item<int64_t>();
   }
+  auto ref = ckpt->state.tensors.find("ref/spectrum_layer");
+  if (ref != ckpt->state.tensors.end()) spectrum_reference_ = ref->second.to(options_.device);
   auto rng = ckpt->state.tensors.find("rng/cpu");
   if (rng != ckpt->state.tensors.end()) {
     auto gen = at::detail::getDefaultCPUGenerator();
@@ -373,6 +429,7 @@ TrainSummary Trainer::run() {
   int64_t last_saved = last_checkpoint_.empty() ? -1 : step_;
   bool stopped = false;
 
+  monitor_->job_started(static_info());
   spdlog::info("training {} ({} mode): {} steps, {} trainable of {} parameters, {} tokens per step", spec_.name(),
                summary.mode, total, model_->count_trainable_parameters(), model_->count_model_parameters(),
                tokens_per_step);
@@ -415,6 +472,7 @@ TrainSummary Trainer::run() {
                    loss, lr, format_count(report.tokens_per_second), report.cycle, merges_,
                    format_duration(report.eta_seconds));
     if (options_.on_step) options_.on_step(report);
+    monitor_->step_done(report, result.data_seconds);
     log_metrics(report);
 
     if (eval_every > 0 && step_ % eval_every == 0 && step_ < total) evaluate();

@@ -23,6 +23,7 @@
 #include "worker/train/cycle_controller.h"
 #include "worker/train/data_pipeline.h"
 #include "worker/train/schedule.h"
+#include "worker/train/train_metrics.h"
 
 namespace relora::train {
 
@@ -86,6 +87,9 @@ struct TrainerOptions {
   torch::Device device = torch::kCPU;     // where the model trains (cuda:N in GPU builds)
   bool export_model = true;               // write a Hugging Face export when the job completes
   bool save_checkpoints = true;           // false: benchmarks (nothing written to checkpoint.dir)
+  TrainMetrics* metrics = nullptr;         // Prometheus in workers; nullptr: none
+  // The layer whose total update (W_now - W_start of the low-rank phase) is analysed at merges.
+  std::string spectrum_layer = "model.layers.0.self_attn.q_proj";
   std::function<void(const StepReport&)> on_step;
   std::function<void(const EvalReport&)> on_eval;
   // Phase boundaries, merges and checkpoints, as one-line human-readable events.
@@ -115,7 +119,11 @@ class Trainer {
   struct StepResult {
     double loss = 0;  // mean over micro-batches and ranks
     double grad_norm = 0;
+    double data_seconds = 0;  // assembling batches
   };
+  TrainStaticInfo static_info();
+  void report_update_rank();
+  torch::Tensor* spectrum_weight();
   StepResult train_step();
   EvalReport evaluate();
   void save_checkpoint();
@@ -143,6 +151,9 @@ class Trainer {
   int64_t last_boundary_step_ = -1;  // boundary already applied at this step (resume guard)
   std::string last_checkpoint_;
   std::ofstream metrics_;  // <checkpoint.dir>/metrics.jsonl, rank 0
+  TrainMetrics no_metrics_;  // used when options_.metrics is null
+  TrainMetrics* monitor_;
+  torch::Tensor spectrum_reference_;  // W of options_.spectrum_layer at the low-rank start
 };
 
 }  // namespace relora::train

@@ -1,0 +1,206 @@
+#include "worker/metrics/prometheus_train_metrics.h"
+
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+
+#include "worker/train/runtime.h"
+#include "worker/train/trainer.h"
+
+namespace relora::metrics {
+namespace {
+
+using prometheus::Counter;
+using prometheus::Family;
+using prometheus::Gauge;
+using prometheus::Histogram;
+using prometheus::Labels;
+
+double unix_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// The memory a worker may use: its cgroup's limit when it has one (containers), else physical RAM.
+double memory_limit_bytes() {
+  std::ifstream cgroup("/sys/fs/cgroup/memory.max");
+  std::string value;
+  if (cgroup >> value && value != "max") {
+    try {
+      return std::stod(value);
+    } catch (const std::exception&) {
+    }
+  }
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  double kb = 0;
+  while (meminfo >> key >> kb) {
+    if (key == "MemTotal:") return kb * 1024.0;
+    meminfo.ignore(256, '\n');
+  }
+  return 0;
+}
+
+Histogram::BucketBoundaries exponential(double start, double factor, int count) {
+  Histogram::BucketBoundaries b;
+  for (double v = start; count-- > 0; v *= factor) b.push_back(v);
+  return b;
+}
+
+}  // namespace
+
+// Each family is registered once per registry (prometheus-cpp returns the existing family for a
+// repeated name); the children below carry this job's labels and are removed in the destructor.
+struct PrometheusTrainMetrics::Series {
+  prometheus::Registry& registry;
+  Labels labels;
+  std::vector<std::function<void()>> removers;
+
+  template <typename T, typename Builder>
+  T& add(Builder builder, const std::string& name, const std::string& help, const Labels& extra = {}) {
+    auto& family = builder.Name(name).Help(help).Register(registry);
+    Labels all = labels;
+    all.insert(extra.begin(), extra.end());
+    T& metric = family.Add(all);
+    removers.push_back([&family, &metric] { family.Remove(&metric); });
+    return metric;
+  }
+  Gauge& gauge(const std::string& name, const std::string& help, const Labels& extra = {}) {
+    return add<Gauge>(prometheus::BuildGauge(), name, help, extra);
+  }
+  Counter& counter(const std::string& name, const std::string& help) {
+    return add<Counter>(prometheus::BuildCounter(), name, help);
+  }
+  Histogram& histogram(const std::string& name, const std::string& help, Histogram::BucketBoundaries buckets) {
+    auto& family = prometheus::BuildHistogram().Name(name).Help(help).Register(registry);
+    Histogram& metric = family.Add(labels, std::move(buckets));
+    removers.push_back([&family, &metric] { family.Remove(&metric); });
+    return metric;
+  }
+
+  explicit Series(prometheus::Registry& r, Labels l) : registry(r), labels(std::move(l)) {}
+
+  Counter* tokens = nullptr;
+  Histogram* step_duration = nullptr;
+  Gauge *step = nullptr, *total_steps = nullptr, *last_step = nullptr, *train_loss = nullptr, *lr = nullptr,
+        *cycle = nullptr, *trainable = nullptr, *parameters = nullptr, *rss = nullptr, *rss_peak = nullptr,
+        *memory_limit = nullptr, *mfu = nullptr;
+  Gauge *eval_loss = nullptr, *eval_perplexity = nullptr;  // created at the first evaluation
+  Counter *merges = nullptr, *resets = nullptr, *allreduce_bytes = nullptr, *checkpoints = nullptr,
+          *data_wait = nullptr;
+  Histogram *allreduce_duration = nullptr, *checkpoint_duration = nullptr;
+  std::map<std::string, Gauge*> effective_rank;  // by layer
+};
+
+PrometheusTrainMetrics::PrometheusTrainMetrics(prometheus::Registry& registry, const std::string& job_id, int rank,
+                                               const std::string& worker, const std::string& device)
+    : s_(std::make_unique<Series>(registry, Labels{{"job_id", job_id}, {"rank", std::to_string(rank)},
+                                                   {"worker", worker}})) {
+  auto& s = *s_;
+  s.tokens = &s.counter("relora_worker_tokens_total", "Tokens trained by this rank.");
+  s.step_duration = &s.histogram("relora_worker_step_duration_seconds", "Wall time of one optimizer step.",
+                                 exponential(0.01, 2, 16));
+  s.step = &s.gauge("relora_worker_step", "Optimizer steps completed.");
+  s.total_steps = &s.gauge("relora_worker_total_steps", "Optimizer steps of the whole job.");
+  s.last_step = &s.gauge("relora_worker_last_step_timestamp_seconds", "Unix time of the last completed step.");
+  s.train_loss = &s.gauge("relora_worker_train_loss", "Training loss of the last step (mean over ranks).");
+  s.lr = &s.gauge("relora_worker_learning_rate", "Learning rate of the last step.");
+  s.cycle = &s.gauge("relora_worker_cycle", "Current ReLoRA cycle (0 before the first merge).");
+  s.merges = &s.counter("relora_worker_merges_total", "ReLoRA merges applied.");
+  s.resets = &s.counter("relora_worker_optimizer_resets_total", "Optimizer state resets applied.");
+  s.trainable = &s.gauge("relora_worker_trainable_parameters", "Parameters that receive gradients now.");
+  s.parameters = &s.gauge("relora_worker_parameters", "Parameters of the model as exported (W, not A and B).");
+  s.rss = &s.gauge("relora_worker_resident_memory_bytes", "Resident memory of the worker process.");
+  s.rss_peak = &s.gauge("relora_worker_resident_memory_peak_bytes", "Peak resident memory of the worker process.");
+  s.memory_limit = &s.gauge("relora_worker_memory_limit_bytes", "Memory limit: the cgroup's, else physical RAM.");
+  s.mfu = &s.gauge("relora_worker_model_flops_utilization",
+                   "Model FLOPs utilisation (0-1): tokens/s x full-rank FLOPs per token / measured peak.");
+  s.allreduce_duration = &s.histogram("relora_worker_allreduce_duration_seconds",
+                                      "Wall time of the gradient all-reduce of one step.", exponential(0.0005, 2, 16));
+  s.allreduce_bytes = &s.counter("relora_worker_allreduce_bytes_total", "Bytes all-reduced (gradients).");
+  s.checkpoint_duration = &s.histogram("relora_worker_checkpoint_save_duration_seconds",
+                                       "Wall time to commit one checkpoint.", exponential(0.05, 2, 14));
+  s.checkpoints = &s.counter("relora_worker_checkpoints_total", "Checkpoints committed.");
+  s.data_wait = &s.counter("relora_worker_data_wait_seconds_total", "Time steps waited for their batches.");
+  s.gauge("relora_worker_info", "Constant 1, labelled with the device and version.",
+          {{"device", device}, {"version", "0.1.0"}})
+      .Set(1);
+  s.memory_limit->Set(memory_limit_bytes());
+  // Never 0: a stalled-job alert compares it with the current time.
+  s.last_step->Set(unix_seconds());
+}
+
+PrometheusTrainMetrics::~PrometheusTrainMetrics() {
+  for (auto& remove : s_->removers) remove();
+}
+
+void PrometheusTrainMetrics::job_started(const train::TrainStaticInfo& info) {
+  info_ = info;
+  s_->total_steps->Set(static_cast<double>(info.total_steps));
+  s_->trainable->Set(static_cast<double>(info.trainable_parameters));
+  s_->parameters->Set(static_cast<double>(info.total_parameters));
+  s_->last_step->Set(unix_seconds());
+}
+
+void PrometheusTrainMetrics::step_done(const train::StepReport& r, double data_wait_seconds) {
+  auto& s = *s_;
+  s.tokens->Increment(static_cast<double>(info_.tokens_per_step_per_rank));
+  s.step_duration->Observe(r.step_seconds);
+  s.step->Set(static_cast<double>(r.step));
+  s.last_step->Set(unix_seconds());
+  s.train_loss->Set(r.loss);
+  s.lr->Set(r.lr);
+  s.cycle->Set(static_cast<double>(r.cycle));
+  s.rss->Set(static_cast<double>(train::current_rss_bytes()));
+  s.rss_peak->Set(static_cast<double>(train::peak_rss_bytes()));
+  s.data_wait->Increment(data_wait_seconds);
+  if (info_.peak_flops > 0) s.mfu->Set(r.tokens_per_second * info_.model_flops_per_token / info_.peak_flops);
+}
+
+void PrometheusTrainMetrics::eval_done(const train::EvalReport& r) {
+  if (!s_->eval_loss) {
+    s_->eval_loss = &s_->gauge("relora_worker_eval_loss", "Validation loss of the latest evaluation.");
+    s_->eval_perplexity = &s_->gauge("relora_worker_eval_perplexity", "Validation perplexity (exp of the loss).");
+  }
+  s_->eval_loss->Set(r.loss);
+  s_->eval_perplexity->Set(r.perplexity);
+}
+
+void PrometheusTrainMetrics::merged(bool optimizer_reset) {
+  s_->merges->Increment();
+  if (optimizer_reset) s_->resets->Increment();
+}
+
+void PrometheusTrainMetrics::trainable_changed(int64_t trainable_parameters) {
+  s_->trainable->Set(static_cast<double>(trainable_parameters));
+}
+
+void PrometheusTrainMetrics::checkpoint_saved(double seconds) {
+  s_->checkpoint_duration->Observe(seconds);
+  s_->checkpoints->Increment();
+}
+
+void PrometheusTrainMetrics::update_rank(const std::string& layer, int64_t rank) {
+  auto it = s_->effective_rank.find(layer);
+  if (it == s_->effective_rank.end()) {
+    Gauge& g = s_->gauge("relora_worker_update_effective_rank",
+                         "Singular values of (W_now - W_start) above 0.01 x the largest, for a sampled layer.",
+                         {{"layer", layer}});
+    it = s_->effective_rank.emplace(layer, &g).first;
+  }
+  it->second->Set(static_cast<double>(rank));
+}
+
+void PrometheusTrainMetrics::allreduce_done(double seconds, int64_t bytes) {
+  s_->allreduce_duration->Observe(seconds);
+  s_->allreduce_bytes->Increment(static_cast<double>(bytes));
+}
+
+}  // namespace relora::metrics

@@ -1,0 +1,37 @@
+// The worker's Prometheus metrics (names and meanings: docs/observability.md). One instance per
+// job run on this worker; its series carry job_id, rank and worker labels and are removed when
+// the instance is destroyed, so a worker that moves on to another job exports only the new one.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include <prometheus/registry.h>
+
+#include "worker/train/train_metrics.h"
+
+namespace relora::metrics {
+
+class PrometheusTrainMetrics : public train::TrainMetrics {
+ public:
+  PrometheusTrainMetrics(prometheus::Registry& registry, const std::string& job_id, int rank,
+                         const std::string& worker, const std::string& device);
+  ~PrometheusTrainMetrics() override;
+
+  void job_started(const train::TrainStaticInfo& info) override;
+  void step_done(const train::StepReport& report, double data_wait_seconds) override;
+  void eval_done(const train::EvalReport& report) override;
+  void merged(bool optimizer_reset) override;
+  void trainable_changed(int64_t trainable_parameters) override;
+  void checkpoint_saved(double seconds) override;
+  void update_rank(const std::string& layer, int64_t rank) override;
+  void allreduce_done(double seconds, int64_t bytes) override;
+
+ private:
+  struct Series;  // the labelled children; defined in the .cpp
+  std::unique_ptr<Series> s_;
+  train::TrainStaticInfo info_;
+};
+
+}  // namespace relora::metrics
