@@ -1,0 +1,66 @@
+// The per-job barrier at phase boundaries: every rank reports BoundaryReached at the same step;
+// then one CycleCommand goes to all ranks; every rank acknowledges; then all ranks resume.
+//
+//   collecting --(all ranks reported step S)--> awaiting acks --(all ranks acked S)--> collecting
+//
+// Pure state machine: it decides, the caller (ClusterState) records events and sends messages.
+// Threading contract: not thread-safe; each instance is owned by one job record and used only
+// under ClusterState's mutex.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "relora/v1/service.pb.h"
+
+namespace relora::coordinator {
+
+enum class BarrierResult {
+  kWaiting,    // recorded; other ranks still to come
+  kDuplicate,  // this rank already reported this (a resend after a reconnect): ignore
+  kComplete,   // the last rank arrived: boundary -> send command(); ack -> send Resume{step()}
+  kError,      // protocol error: fail the job with `error`
+};
+
+struct BarrierOutcome {
+  BarrierResult result = BarrierResult::kWaiting;
+  std::string error;
+};
+
+class CycleBarrier {
+ public:
+  // `spec` is the job's resolved spec: world size and the planned boundaries come from it.
+  CycleBarrier(std::string job_id, const relora::v1::JobSpec& spec);
+
+  BarrierOutcome boundary(int rank, int64_t step, const std::string& kind);
+  BarrierOutcome ack(int rank, int64_t step, const std::string& param_checksum);
+
+  bool awaiting_acks() const { return awaiting_acks_; }
+  int64_t step() const { return step_; }  // the boundary being collected or acknowledged
+  // The command of the current boundary (valid once boundary() returned kComplete);
+  // exactly relora::plan_command(spec, kind, step) with job_id set.
+  const relora::v1::CycleCommand& command() const { return command_; }
+  // What `rank` may have missed if its stream broke: the outstanding command it has not
+  // acknowledged, or the latest Resume. Workers ignore messages for steps they have handled.
+  std::optional<relora::v1::CoordinatorMessage> message_to_resend(int rank) const;
+
+ private:
+  std::string next_planned_after(int64_t step) const;
+
+  const std::string job_id_;
+  const relora::v1::JobSpec spec_;
+  const int world_size_;
+  std::vector<std::pair<int64_t, std::string>> planned_;  // (step, kind), step order
+  int64_t step_ = -1;  // the latest boundary collected (in progress while any rank reported it)
+  std::string kind_;
+  bool awaiting_acks_ = false;
+  std::vector<bool> reported_;
+  std::vector<bool> acked_;
+  std::vector<std::string> checksums_;
+  relora::v1::CycleCommand command_;
+  int64_t last_resume_step_ = -1;
+};
+
+}  // namespace relora::coordinator

@@ -1,0 +1,64 @@
+// The coordinator process in one object: job store, cluster state, both gRPC services, the gRPC
+// server and the background thread. main() and the tests use it the same way:
+//
+//   CoordinatorServer server({.listen = "127.0.0.1:0", .state_dir = dir});
+//   connect to server.address(); ...; server.shutdown();
+//
+// Threading contract: construct, query and shut down from one thread. shutdown() is idempotent
+// and also run by the destructor.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "coordinator/cluster_state.h"
+#include "coordinator/job_service.h"
+#include "coordinator/job_store.h"
+#include "coordinator/worker_service.h"
+
+namespace relora::coordinator {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:50051";    // host:port; port 0 picks a free port
+  std::string state_dir = "./relora-state";  // holds relora.db
+  std::chrono::milliseconds heartbeat_timeout{5000};
+  std::chrono::milliseconds watch_interval{200};
+};
+
+class CoordinatorServer {
+ public:
+  // Creates the state directory, opens <state_dir>/relora.db, starts serving. Throws
+  // std::runtime_error (StoreError included) with a message naming what failed.
+  explicit CoordinatorServer(ServerOptions options);
+  ~CoordinatorServer();
+  CoordinatorServer(const CoordinatorServer&) = delete;
+  CoordinatorServer& operator=(const CoordinatorServer&) = delete;
+
+  int port() const { return port_; }
+  // The listen host with the bound port ("127.0.0.1:41234"), ready for grpc::CreateChannel.
+  const std::string& address() const { return address_; }
+  const std::string& db_path() const { return db_path_; }
+
+  // Ends every stream (UNAVAILABLE: the coordinator is shutting down), stops the gRPC server and
+  // the background thread. Jobs stay in the store as they are; RUNNING ones resume on restart.
+  void shutdown();
+
+ private:
+  const ServerOptions options_;
+  std::string db_path_;
+  std::unique_ptr<JobStore> store_;
+  std::unique_ptr<ClusterState> cluster_;
+  std::unique_ptr<JobServiceImpl> job_service_;
+  std::unique_ptr<WorkerServiceImpl> worker_service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::thread background_;
+  int port_ = 0;
+  std::string address_;
+  bool stopped_ = false;
+};
+
+}  // namespace relora::coordinator
