@@ -1,15 +1,26 @@
 // relora-worker: runs ReLoRA training.
 //   relora-worker --standalone JOB.yaml [--summary-json PATH]   the whole job in this process
 //   relora-worker --export CHECKPOINT --out DIR                  a merged Hugging Face model
+//   relora-worker --coordinator HOST:PORT [--host NAME] [--device cpu|cuda:N]
+//                                                                a cluster worker, until SIGINT/SIGTERM
 // Exit codes: 0 success, 2 bad input (job spec, flags, files), 1 training failed.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <torch/cuda.h>
 
 #include "common/job_spec.h"
+#include "worker/cluster/cluster_worker.h"
+#include "worker/cluster/host_info.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/export.h"
 #include "worker/train/model_state.h"
@@ -73,6 +84,44 @@ int run_export(const std::string& checkpoint_path, const std::string& out_dir) {
   }
 }
 
+std::chrono::milliseconds from_seconds(double s) {
+  return std::chrono::milliseconds(static_cast<int64_t>(s * 1000.0));
+}
+
+// SIGINT/SIGTERM reach a watcher thread through a pipe: the handler may run on any thread
+// (libraries start threads before main, so masking the signals cannot steer them), and writing
+// a byte is all a handler may safely do.
+int g_signal_pipe[2] = {-1, -1};
+
+extern "C" void on_stop_signal(int sig) {
+  const char byte = static_cast<char>(sig);
+  [[maybe_unused]] const ssize_t n = ::write(g_signal_pipe[1], &byte, 1);
+}
+
+// Runs until SIGINT or SIGTERM: the first stops the running job at its next step (rank 0
+// checkpoints) and reports it; a second one exits at once.
+int run_cluster(relora::cluster::ClusterWorkerOptions options) {
+  relora::cluster::ClusterWorker worker(std::move(options));
+  if (::pipe(g_signal_pipe) != 0) {
+    spdlog::error("cannot create the signal pipe");
+    return 1;
+  }
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+  std::thread([&worker] {
+    char sig = 0;
+    if (::read(g_signal_pipe[0], &sig, 1) != 1) return;
+    spdlog::info("signal {}: stopping after the current step (again to exit at once)", static_cast<int>(sig));
+    worker.stop();
+    if (::read(g_signal_pipe[0], &sig, 1) == 1) std::_Exit(128 + sig);
+  }).detach();
+  worker.run();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -88,13 +137,62 @@ int main(int argc, char** argv) {
                          ->check(CLI::ExistingPath)
                          ->excludes(standalone_opt);
   app.add_option("--out", export_out, "Output directory of --export")->needs(export_opt);
+
+  std::string coordinator, host = relora::cluster::local_hostname(), device = "cpu";
+  int rendezvous_port = 0;
+  double heartbeat_s = 0, rpc_timeout_s = 5, rendezvous_timeout_s = 60, collective_timeout_s = 300,
+         boundary_timeout_s = 600;
+  auto* coordinator_opt =
+      app.add_option("--coordinator", coordinator, "Work for the coordinator at HOST:PORT")
+          ->excludes(standalone_opt)
+          ->excludes(export_opt);
+  app.add_option("--host", host, "This machine's name or address as the other workers reach it")
+      ->capture_default_str()
+      ->needs(coordinator_opt);
+  app.add_option("--rendezvous-port", rendezvous_port,
+                 "Port of this worker's c10d store when it is a job's rank 0 (0: any free port)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str()
+      ->needs(coordinator_opt);
+  app.add_option("--device", device, "Where to train: cpu, or cuda:N in CUDA builds (NCCL between ranks)")
+      ->capture_default_str()
+      ->needs(coordinator_opt);
+  app.add_option("--heartbeat-interval", heartbeat_s, "Seconds between heartbeats (0: the coordinator's)")
+      ->check(CLI::Range(0.0, 3600.0))
+      ->needs(coordinator_opt);
+  app.add_option("--rpc-timeout", rpc_timeout_s, "Deadline of each call to the coordinator, seconds")
+      ->check(CLI::Range(0.1, 600.0))
+      ->capture_default_str()
+      ->needs(coordinator_opt);
+  app.add_option("--rendezvous-timeout", rendezvous_timeout_s, "Seconds for a job's ranks to meet")
+      ->check(CLI::Range(1.0, 86400.0))
+      ->capture_default_str()
+      ->needs(coordinator_opt);
+  app.add_option("--collective-timeout", collective_timeout_s,
+                 "Seconds one all-reduce may wait (must exceed rank 0's checkpoint writes)")
+      ->check(CLI::Range(1.0, 86400.0))
+      ->capture_default_str()
+      ->needs(coordinator_opt);
+  app.add_option("--boundary-timeout", boundary_timeout_s, "Seconds to wait for the coordinator at a cycle boundary")
+      ->check(CLI::Range(1.0, 86400.0))
+      ->capture_default_str()
+      ->needs(coordinator_opt);
   app.add_option("--threads", threads, "LibTorch intra-op threads (OpenBLAS keeps its own)")->check(CLI::Range(0, 256));
   app.add_flag("--no-resume", no_resume, "Start from scratch even if checkpoint.dir holds checkpoints");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   try {
     app.parse(argc, argv);
-    if (standalone.empty() && export_ckpt.empty()) throw CLI::RequiredError("--standalone or --export");
+    if (standalone.empty() && export_ckpt.empty() && coordinator.empty())
+      throw CLI::RequiredError("--standalone, --export or --coordinator");
+    if (!coordinator.empty()) {
+      try {
+        if (torch::Device(device).is_cuda() && !torch::cuda::is_available())
+          throw CLI::ValidationError("--device", device + ": this build or machine has no CUDA device");
+      } catch (const c10::Error&) {
+        throw CLI::ValidationError("--device", "'" + device + "' is not a device (cpu, cuda, cuda:N)");
+      }
+    }
     if (!export_ckpt.empty() && export_out.empty()) throw CLI::RequiredError("--out");
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
@@ -102,5 +200,21 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
   if (!standalone.empty()) return run_standalone(standalone, summary_json, threads, !no_resume);
+  if (!coordinator.empty()) {
+    relora::cluster::ClusterWorkerOptions options;
+    options.client.address = coordinator;
+    options.client.host = host;
+    options.client.memory_bytes = relora::cluster::total_memory_bytes();
+    options.client.device = device;
+    options.client.rendezvous_port = rendezvous_port;
+    options.device = device;
+    options.client.rpc_timeout = from_seconds(rpc_timeout_s);
+    options.client.heartbeat_interval = from_seconds(heartbeat_s);
+    options.threads = threads;
+    options.rendezvous_timeout = from_seconds(rendezvous_timeout_s);
+    options.collective_timeout = from_seconds(collective_timeout_s);
+    options.boundary_timeout = from_seconds(boundary_timeout_s);
+    return run_cluster(std::move(options));
+  }
   return run_export(export_ckpt, export_out);
 }

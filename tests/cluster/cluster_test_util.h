@@ -1,0 +1,87 @@
+// Helpers for the cluster tests: a whole world of ranks as threads in one process, and a tiny job
+// on real text (Tiny Shakespeare from ../shared/data) that trains in about a second.
+#pragma once
+
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/job_spec.h"
+#include "tests/test_paths.h"
+#include "worker/cluster/host_info.h"
+#include "worker/cluster/process_group.h"
+
+namespace relora::cluster::testing {
+
+// Runs fn(rank) for every rank on its own thread and rethrows the first exception (after every
+// thread ended: a rank that fails makes its peers' collectives fail too, or time out).
+inline void run_ranks(int world, const std::function<void(int rank)>& fn) {
+  std::mutex mu;
+  std::exception_ptr first;
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < world; ++rank) {
+    threads.emplace_back([&, rank] {
+      try {
+        fn(rank);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!first) first = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  if (first) std::rethrow_exception(first);
+}
+
+// A group on loopback with short timeouts, so that a broken test fails in seconds.
+inline GroupOptions loopback_group(int port, int rank, int world) {
+  GroupOptions g;
+  g.store_host = "127.0.0.1";
+  g.store_port = port;
+  g.rank = rank;
+  g.world = world;
+  g.local_host = "127.0.0.1";
+  g.rendezvous_timeout = std::chrono::seconds(10);
+  g.collective_timeout = std::chrono::seconds(20);
+  return g;
+}
+
+struct TinyJob {
+  std::string relora = "{mode: full}";
+  int64_t steps = 12;
+  int64_t grad_accum = 2;
+  int64_t ckpt_every = 0;
+  std::string ckpt_dir;
+};
+
+// The trainer tests' tiny model; the tokenizer is trained once and cached in the build tree.
+inline relora::v1::JobSpec tiny_spec(const TinyJob& job) {
+  const std::string yaml = R"(
+name: tiny
+model: {hidden_size: 64, num_layers: 2, num_heads: 2, intermediate_size: 128, vocab_size: 512}
+data:
+  train: [")" + relora::testing::shared_data("tinyshakespeare/input.txt") + R"("]
+  tokenizer_vocab_size: 512
+  seq_len: 32
+  cache_dir: ")" + relora::testing::binary_path("test-cache") + R"("
+training: {steps: )" + std::to_string(job.steps) + R"(, micro_batch_size: 4, grad_accum_steps: )" +
+                           std::to_string(job.grad_accum) + R"(, lr: 0.003, warmup_steps: 2, seed: 7}
+relora: )" + job.relora + R"(
+eval: {every_steps: 0, max_tokens: 2048}
+checkpoint: {dir: ")" + job.ckpt_dir + R"(", every_steps: )" + std::to_string(job.ckpt_every) + R"(, keep: 10}
+)";
+  auto spec = parse_job_spec_yaml(yaml, "tiny.yaml");
+  resolve_job_spec(spec);
+  validate_job_spec(spec);
+  return spec;
+}
+
+// With 14 steps: warm start 2 steps, then ReLoRA cycles of 4: low-rank start at 2, merges at 6
+// and 10, job end at 14.
+inline const char* kReloraNoDropout =
+    "{mode: relora, rank: 8, alpha: 16, dropout: 0.0, warm_start_steps: 2, cycle_steps: 4, restart_warmup_steps: 1}";
+
+}  // namespace relora::cluster::testing

@@ -1,0 +1,206 @@
+#include "worker/cluster/cluster_worker.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <stdexcept>
+
+#include <spdlog/spdlog.h>
+
+#include "common/job_spec.h"
+#include "worker/cluster/error_message.h"
+#include "worker/cluster/gradient_sync.h"
+#include "worker/cluster/job_reporter.h"
+#include "worker/cluster/process_group.h"
+#include "worker/cluster/remote_cycle_controller.h"
+#include "worker/train/checkpoint.h"
+#include "worker/train/trainer.h"
+
+namespace relora::cluster {
+namespace {
+
+using relora::v1::CoordinatorMessage;
+
+constexpr size_t kRememberedCancels = 64;
+
+// Fails the job unless every rank would resume from the same checkpoint. The trainer resumes
+// from the newest complete checkpoint in checkpoint.dir; only rank 0 writes there, so ranks on
+// other machines see it only through a shared file system.
+void check_same_resume_point(DataParallelGroup& group, const relora::v1::JobSpec& spec,
+                             std::chrono::milliseconds timeout) {
+  const train::CheckpointStore store(spec.checkpoint().dir(), spec.checkpoint().keep());
+  const auto complete = store.list_complete();
+  const std::string mine =
+      complete.empty() ? "none" : std::filesystem::path(complete.back()).filename().string();
+  const auto all = group.all_gather_string("resume-point", mine, timeout);
+  if (std::all_of(all.begin(), all.end(), [&](const std::string& v) { return v == all[0]; })) return;
+  std::string seen;
+  for (size_t r = 0; r < all.size(); ++r) seen += (r ? ", rank " : "rank ") + std::to_string(r) + ": " + all[r];
+  throw std::runtime_error("the ranks would resume from different checkpoints (" + seen + "): checkpoint.dir '" +
+                           spec.checkpoint().dir() +
+                           "' must be one directory every rank sees (a shared file system), or empty on all");
+}
+
+}  // namespace
+
+ClusterWorker::ClusterWorker(ClusterWorkerOptions options) : options_(std::move(options)) {
+  client_ = std::make_unique<CoordinatorClient>(
+      options_.client, [this](const CoordinatorMessage& msg) { on_message(msg); }, [this] { on_connected(); });
+}
+
+ClusterWorker::~ClusterWorker() {
+  stop();
+  client_->stop(std::chrono::milliseconds(0));
+}
+
+void ClusterWorker::stop() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stopping_ = true;
+  if (active_) active_->request_stop("the worker is shutting down");
+  cv_.notify_all();
+}
+
+void ClusterWorker::run() {
+  client_->start();
+  spdlog::info("worker on {} waiting for assignments from {}", options_.client.host, options_.client.address);
+  while (true) {
+    relora::v1::Assignment assignment;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+      if (stopping_) break;
+      assignment = std::move(pending_.front());
+      pending_.pop_front();
+    }
+    run_assignment(assignment);
+  }
+  client_->stop();
+}
+
+void ClusterWorker::on_message(const CoordinatorMessage& msg) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string job;
+  switch (msg.body_case()) {
+    case CoordinatorMessage::kAssignment: {
+      const auto& a = msg.assignment();
+      const bool known = (active_ && active_->job_id() == a.job_id()) ||
+                         std::any_of(pending_.begin(), pending_.end(),
+                                     [&](const relora::v1::Assignment& p) { return p.job_id() == a.job_id(); });
+      if (known) {
+        spdlog::warn("ignoring a repeated assignment of job {}", a.job_id());
+        return;
+      }
+      pending_.push_back(a);
+      cv_.notify_all();
+      return;
+    }
+    case CoordinatorMessage::kCommand:
+      job = msg.command().job_id();
+      break;
+    case CoordinatorMessage::kResume:
+      job = msg.resume().job_id();
+      break;
+    case CoordinatorMessage::kCancel:
+      job = msg.cancel().job_id();
+      pending_.erase(std::remove_if(pending_.begin(), pending_.end(),
+                                    [&](const relora::v1::Assignment& p) { return p.job_id() == job; }),
+                     pending_.end());
+      // An assignment being started right now has no controller yet: it checks this list.
+      cancelled_.push_back(job);
+      if (cancelled_.size() > kRememberedCancels) cancelled_.pop_front();
+      break;
+    default:
+      spdlog::warn("ignoring a coordinator message of unknown kind {}", static_cast<int>(msg.body_case()));
+      return;
+  }
+  if (active_ && active_->job_id() == job)
+    active_->deliver(msg);
+  else
+    spdlog::debug("ignoring a message for job {}, which is not running here", job);
+}
+
+void ClusterWorker::on_connected() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (active_)
+    active_->resend_pending();
+  else if (last_finished_)
+    client_->send(*last_finished_);
+}
+
+void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
+  const std::string& job = a.job_id();
+  const int rank = a.rank();
+  const int world = a.world_size();
+  RemoteCycleController controller(*client_, job, rank, options_.boundary_timeout);
+  JobReporter reporter(*client_, job, rank, options_.progress_interval);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    active_ = &controller;
+    if (std::find(cancelled_.begin(), cancelled_.end(), job) != cancelled_.end())
+      controller.request_stop("cancelled by the coordinator");
+    if (stopping_) controller.request_stop("the worker is shutting down");
+  }
+  spdlog::info("job {} ({}): rank {} of {}", job, a.spec().name(), rank, world);
+
+  bool ok = false;
+  std::string error, summary_json;
+  try {
+    if (controller.stopping()) throw std::runtime_error(controller.stop_reason());
+    if (world < 1 || rank < 0 || rank >= world)
+      throw std::invalid_argument("assignment: rank " + std::to_string(rank) + " is not in a world of " +
+                                  std::to_string(world));
+    validate_job_spec(a.spec());
+
+    train::TrainerOptions topts;
+    topts.rank = rank;
+    topts.world = world;
+    topts.controller = &controller;
+    topts.threads = options_.threads;
+    topts.device = torch::Device(options_.device);
+    reporter.install(topts);
+    // Declared before the trainer, which uses them: destroyed after it.
+    std::unique_ptr<DataParallelGroup> group;
+    std::unique_ptr<BucketedGradientSync> sync;
+    if (world > 1) {
+      GroupOptions g;
+      g.store_host = a.rendezvous_host();
+      g.store_port = a.rendezvous_port();
+      g.rank = rank;
+      g.world = world;
+      g.local_host = options_.client.host;
+      g.backend = topts.device.is_cuda() ? Backend::kNccl : Backend::kGloo;
+      g.rendezvous_timeout = options_.rendezvous_timeout;
+      g.collective_timeout = options_.collective_timeout;
+      group = std::make_unique<DataParallelGroup>(g);
+      sync = std::make_unique<BucketedGradientSync>(*group, options_.bucket_bytes);
+      sync->set_local_stop([&controller] { return controller.stopping(); });
+      controller.set_group_stop([s = sync.get()] { return s->stop_agreed(); });
+      topts.sync = sync.get();
+    }
+    std::unique_ptr<train::Trainer> trainer;
+    auto build = [&] { trainer = std::make_unique<train::Trainer>(a.spec(), topts); };
+    if (group) {
+      group->run_rank0_first("prepare", build, options_.data_timeout);
+      check_same_resume_point(*group, a.spec(), options_.rendezvous_timeout);
+    } else {
+      build();
+    }
+    const train::TrainSummary summary = trainer->run();
+    ok = summary.completed;
+    if (!ok) error = controller.stopping() ? controller.stop_reason() : "stopped before the last step";
+    if (rank == 0) summary_json = summary.to_json().dump();
+  } catch (const std::exception& e) {
+    // A stop at a boundary surfaces as the trainer's "stopped by the controller"; say why.
+    error = controller.stopping() ? controller.stop_reason() : error_message(e);
+    if (!controller.stopping()) spdlog::error("job {}: rank {} failed: {}", job, rank, error);
+  }
+  auto finished = reporter.finished(ok, error, summary_json);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    active_ = nullptr;
+    last_finished_ = std::move(finished);
+  }
+  spdlog::info("job {}: rank {} {}; waiting for the next assignment", job, rank,
+               ok ? "completed" : "ended: " + error);
+}
+
+}  // namespace relora::cluster

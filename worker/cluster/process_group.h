@@ -1,0 +1,78 @@
+// One job's data-parallel process group: a c10d TCPStore hosted by rank 0 at the assignment's
+// rendezvous address, and a collective backend on top of it (Gloo for CPU tensors; NCCL for CUDA
+// tensors in builds with RELORA_WITH_CUDA).
+//
+// Torch-light on purpose: only ATen's Tensor appears here; c10d, Gloo and NCCL headers stay in
+// process_group.cpp (one slow translation unit instead of every includer).
+//
+// Threading: a group belongs to one rank's training thread. Every method is collective (or
+// store-based) and must be called in the same order on every rank. Several groups, one per rank,
+// may live in one process on separate threads (the tests run a whole world that way).
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace relora::cluster {
+
+enum class Backend { kGloo, kNccl };
+
+struct GroupOptions {
+  std::string store_host;  // rank 0's host: the assignment's rendezvous_host
+  int store_port = 0;      // the assignment's rendezvous_port (rank 0 listens on it)
+  int rank = 0;
+  int world = 1;
+  // The address this rank's Gloo transport binds to (other ranks connect to it): this worker's
+  // --host. Empty: the machine's hostname, falling back to loopback.
+  std::string local_host;
+  Backend backend = Backend::kGloo;
+  // Joining: every rank waits this long for all ranks to reach the store (the others also for
+  // rank 0's store to appear). Generous, because ranks start their assignments at different
+  // moments. Whole seconds: c10d rounds its connect timeout down to seconds.
+  std::chrono::milliseconds rendezvous_timeout{std::chrono::seconds(60)};
+  // One collective. It must cover the longest time one rank can spend outside collectives while
+  // the others wait in the next one: rank 0 writing a checkpoint between two steps.
+  std::chrono::milliseconds collective_timeout{std::chrono::seconds(300)};
+};
+
+class DataParallelGroup {
+ public:
+  // Joins the group (blocks until all `world` ranks are there). Throws std::runtime_error naming
+  // the rendezvous address, the rank and the timeout when that does not happen in time.
+  explicit DataParallelGroup(GroupOptions options);
+  ~DataParallelGroup();
+  DataParallelGroup(const DataParallelGroup&) = delete;
+  DataParallelGroup& operator=(const DataParallelGroup&) = delete;
+
+  int rank() const { return options_.rank; }
+  int world() const { return options_.world; }
+  const GroupOptions& options() const { return options_; }
+
+  // Sums every tensor in place across the ranks: one all-reduce per tensor, all launched before
+  // the first is waited for. Results are bit-identical on every rank. Throws std::runtime_error
+  // (a peer died, or collective_timeout passed).
+  void all_reduce_sum(std::vector<at::Tensor>& tensors);
+
+  // Every rank publishes `value` under `key` (unique per use); returns all ranks' values by rank.
+  std::vector<std::string> all_gather_string(const std::string& key, const std::string& value,
+                                             std::chrono::milliseconds timeout);
+
+  // Runs `fn` on rank 0 first and on the other ranks once rank 0 succeeded, then waits until all
+  // ranks are done (for work that fills a cache every rank reads, e.g. tokenizing the data). A
+  // failure on any rank throws on every rank, naming that rank and its error; `timeout` bounds
+  // each wait (it must cover `fn`).
+  void run_rank0_first(const std::string& key, const std::function<void()>& fn,
+                       std::chrono::milliseconds timeout);
+
+ private:
+  struct Impl;
+  const GroupOptions options_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace relora::cluster
