@@ -1,12 +1,18 @@
-// The Prometheus endpoint of a relora process (prometheus-cpp's pull exposer on civetweb).
-// Each process owns one MetricsServer; its metric families register on registry().
+// The Prometheus endpoint of a relora process: GET /metrics in the text exposition format,
+// rendered by prometheus-cpp from registry().
+//
+// Why not prometheus-cpp's own Exposer: its civetweb server fails to start (mg_start returns
+// null after binding) in any process that has Debian's libtorch_cpu loaded, i.e. in every worker.
+// This server is deliberately small: one thread, one connection at a time, HTTP/1.0, close after
+// each response — enough for Prometheus scrapes every few seconds.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 
 namespace prometheus {
-class Exposer;
 class Registry;
 }  // namespace prometheus
 
@@ -14,7 +20,7 @@ namespace relora {
 
 class MetricsServer {
  public:
-  // Serves GET /metrics on `bind_address` ("0.0.0.0:9400"; port 0 picks a free port). Throws
+  // Serves on `bind_address` ("0.0.0.0:9400"; port 0 picks a free port). Throws
   // std::runtime_error naming the address when it cannot bind.
   explicit MetricsServer(const std::string& bind_address);
   ~MetricsServer();
@@ -26,9 +32,14 @@ class MetricsServer {
   int port() const { return port_; }  // the bound port
 
  private:
+  void serve();
+  void answer(int client);
+
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  int listen_fd_ = -1;
   int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
 };
 
 // "host:port" for a --metrics-port value: all interfaces (Prometheus scrapes from elsewhere),

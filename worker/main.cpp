@@ -19,6 +19,9 @@
 #include <torch/cuda.h>
 
 #include "common/job_spec.h"
+#include "common/metrics_server.h"
+#include "worker/cluster/health_server.h"
+#include "worker/metrics/prometheus_train_metrics.h"
 #include "worker/cluster/cluster_worker.h"
 #include "worker/cluster/host_info.h"
 #include "worker/train/checkpoint.h"
@@ -28,7 +31,8 @@
 
 namespace {
 
-int run_standalone(const std::string& job_path, const std::string& summary_path, int threads, bool resume) {
+int run_standalone(const std::string& job_path, const std::string& summary_path, int threads, bool resume,
+                   relora::MetricsServer* metrics) {
   relora::v1::JobSpec spec;
   try {
     spec = relora::load_job_spec_file(job_path);
@@ -39,6 +43,12 @@ int run_standalone(const std::string& job_path, const std::string& summary_path,
   relora::train::TrainerOptions options;
   options.threads = threads;
   options.resume = resume;
+  std::unique_ptr<relora::metrics::PrometheusTrainMetrics> job_metrics;
+  if (metrics) {
+    job_metrics = std::make_unique<relora::metrics::PrometheusTrainMetrics>(metrics->registry(), spec.name(), 0,
+                                                                           "standalone", "cpu");
+    options.metrics = job_metrics.get();
+  }
   relora::train::TrainSummary summary;
   try {
     relora::train::Trainer trainer(spec, options);
@@ -179,6 +189,12 @@ int main(int argc, char** argv) {
       ->needs(coordinator_opt);
   app.add_option("--threads", threads, "LibTorch intra-op threads (OpenBLAS keeps its own)")->check(CLI::Range(0, 256));
   app.add_flag("--no-resume", no_resume, "Start from scratch even if checkpoint.dir holds checkpoints");
+  int metrics_port = -1;
+  app.add_option("--metrics-port", metrics_port, "Serve Prometheus metrics on this port (0: any free port; -1: off)")
+      ->check(CLI::Range(-1, 65535));
+  std::string health_listen;
+  app.add_option("--health-listen", health_listen,
+                 "Serve the gRPC health service on HOST:PORT (Kubernetes probes; cluster mode)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   try {
@@ -199,7 +215,22 @@ int main(int argc, char** argv) {
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
-  if (!standalone.empty()) return run_standalone(standalone, summary_json, threads, !no_resume);
+  std::unique_ptr<relora::MetricsServer> metrics;
+  std::unique_ptr<relora::cluster::HealthServer> health;
+  try {
+    if (metrics_port >= 0) {
+      metrics = std::make_unique<relora::MetricsServer>(relora::metrics_bind_address(metrics_port));
+      spdlog::info("metrics: http://127.0.0.1:{}/metrics", metrics->port());
+    }
+    if (!health_listen.empty()) {
+      health = std::make_unique<relora::cluster::HealthServer>(health_listen);
+      spdlog::info("health: grpc.health.v1.Health on port {}", health->port());
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 2;
+  }
+  if (!standalone.empty()) return run_standalone(standalone, summary_json, threads, !no_resume, metrics.get());
   if (!coordinator.empty()) {
     relora::cluster::ClusterWorkerOptions options;
     options.client.address = coordinator;
@@ -214,6 +245,7 @@ int main(int argc, char** argv) {
     options.rendezvous_timeout = from_seconds(rendezvous_timeout_s);
     options.collective_timeout = from_seconds(collective_timeout_s);
     options.boundary_timeout = from_seconds(boundary_timeout_s);
+    options.metrics_registry = metrics ? &metrics->registry() : nullptr;
     return run_cluster(std::move(options));
   }
   return run_export(export_ckpt, export_out);

@@ -12,6 +12,7 @@
 #include "worker/cluster/job_reporter.h"
 #include "worker/cluster/process_group.h"
 #include "worker/cluster/remote_cycle_controller.h"
+#include "worker/metrics/prometheus_train_metrics.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/trainer.h"
 
@@ -157,6 +158,12 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
     topts.threads = options_.threads;
     topts.device = torch::Device(options_.device);
     reporter.install(topts);
+    std::unique_ptr<metrics::PrometheusTrainMetrics> job_metrics;
+    if (options_.metrics_registry) {
+      job_metrics = std::make_unique<metrics::PrometheusTrainMetrics>(*options_.metrics_registry, job, rank,
+                                                                     worker_id(), options_.device);
+      topts.metrics = job_metrics.get();
+    }
     // Declared before the trainer, which uses them: destroyed after it.
     std::unique_ptr<DataParallelGroup> group;
     std::unique_ptr<BucketedGradientSync> sync;

@@ -54,6 +54,10 @@
 #include "relora/v1/service.pb.h"
 #include "worker/cluster/coordinator_client.h"
 
+namespace prometheus {
+class Registry;
+}
+
 namespace relora::cluster {
 
 class RemoteCycleController;
@@ -75,6 +79,8 @@ struct ClusterWorkerOptions {
   std::chrono::milliseconds data_timeout{std::chrono::minutes(30)};
   std::chrono::milliseconds progress_interval{std::chrono::seconds(1)};
   int64_t bucket_bytes = int64_t{25} << 20;
+  // Each job's Prometheus series (labels job_id, rank, worker) go here; nullptr: no metrics.
+  prometheus::Registry* metrics_registry = nullptr;
 };
 
 class ClusterWorker {
