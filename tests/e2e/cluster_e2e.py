@@ -72,7 +72,8 @@ class Cluster:
             if time.time() > deadline or self.coordinator.poll() is not None:
                 raise RuntimeError("coordinator did not start; see " + self.root)
             time.sleep(0.05)
-        self.port = int(open(port_file).read().strip())
+        with open(port_file) as f:
+            self.port = int(f.read().strip())
         self.address = f"127.0.0.1:{self.port}"
 
     def kill_coordinator(self):
@@ -171,6 +172,30 @@ class ClusterEndToEnd(unittest.TestCase):
             states = {j.get("job_id") or j.get("id"): j.get("state") for j in jobs}
             self.assertEqual(states.get(job_id), "completed", listed)
             self.assertEqual(states.get(job_id1), "completed", listed)
+        finally:
+            cluster.close()
+
+    def test_missing_data_file_fails_the_job_naming_the_file(self):
+        # The coordinator cannot see the workers' filesystems, so it accepts the spec; the worker
+        # that cannot read the file fails the job with an error naming it, and both keep serving.
+        cluster = Cluster(self.root, workers=1)
+        try:
+            job, _ = self.write_job("missing", workers=1, grad_accum=1)
+            missing = os.path.join(self.root, "no-such-corpus.txt")
+            with open(job) as f:
+                text = f.read().replace(TEXT, missing)
+            with open(job, "w") as f:
+                f.write(text)
+            job_id = cluster.cli_json("submit", job, "--no-check")["job_id"]
+            watch = cluster.cli("watch", job_id, check=False)
+            self.assertEqual(watch.returncode, 1, watch.stdout + watch.stderr)
+            status = cluster.cli_json("status", job_id)
+            self.assertEqual(status["state"], "failed")
+            self.assertIn(missing, json.dumps(status))
+            # Both still serve: the next job on the same worker completes.
+            ok_job, _ = self.write_job("after", workers=1, grad_accum=1)
+            ok_id = cluster.cli_json("submit", ok_job)["job_id"]
+            self.assertEqual(cluster.cli("watch", ok_id, check=False).returncode, 0)
         finally:
             cluster.close()
 
