@@ -31,6 +31,9 @@ struct LocalOptions {
   std::string state_dir;         // --state-dir (default: a fresh temporary directory)
   bool keep_state = false;       // keep the temporary state directory after success
   std::chrono::milliseconds startup_timeout{30000};  // waiting for the coordinator's port file
+  // --metrics-port-base: Prometheus on the coordinator (base) and worker i (base + 1 + i);
+  // 0: ports picked by each process; -1: no metrics (see local_metrics.h).
+  int metrics_port_base = 9400;
 };
 // Implemented in local.cpp.
 int cmd_local(const GlobalOptions& g, const LocalOptions& opts);

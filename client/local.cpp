@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iostream>
 #include <thread>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -21,6 +22,7 @@
 #include "client/format.h"
 #include "client/job_file.h"
 #include "client/local_cluster.h"
+#include "client/local_metrics.h"
 #include "client/rpc.h"
 #include "client/watch.h"
 
@@ -162,8 +164,13 @@ int cmd_local(const GlobalOptions& g, const LocalOptions& opts) {
   std::error_code ec;
   fs::remove(port_file, ec);  // a stale file from a kept state dir would point at a dead port
   const std::string coord_log = state_dir + "/coordinator.log";
-  cluster.spawn({"coordinator", coordinator_bin,
-                 {"--listen", "127.0.0.1:0", "--port-file", port_file, "--state-dir", state_dir}, coord_log});
+  const LocalMetricsPorts metrics = plan_metrics_ports(opts.metrics_port_base, workers);
+  std::vector<std::string> coord_args = {"--listen", "127.0.0.1:0", "--port-file", port_file, "--state-dir", state_dir};
+  if (metrics.enabled()) {
+    coord_args.push_back("--metrics-port");
+    coord_args.push_back(std::to_string(metrics.coordinator));
+  }
+  cluster.spawn({"coordinator", coordinator_bin, coord_args, coord_log});
   std::optional<ChildExit> early_exit;
   const auto port = wait_for_port_file(port_file, opts.startup_timeout, [&] {
     if (!early_exit) early_exit = cluster.poll_exited();
@@ -181,12 +188,25 @@ int cmd_local(const GlobalOptions& g, const LocalOptions& opts) {
   const std::string address = "127.0.0.1:" + std::to_string(*port);
 
   // 2. The workers.
+  std::vector<std::string> worker_logs;
   for (int i = 0; i < workers; ++i) {
     const std::string name = "worker-" + std::to_string(i);
-    cluster.spawn({name, worker_bin, {"--coordinator", address}, state_dir + "/" + name + ".log"});
+    worker_logs.push_back(state_dir + "/" + name + ".log");
+    std::vector<std::string> args = {"--coordinator", address};
+    if (metrics.enabled()) {
+      args.push_back("--metrics-port");
+      args.push_back(std::to_string(metrics.workers[i]));
+    }
+    cluster.spawn({name, worker_bin, args, worker_logs.back()});
   }
   info << "relora local: coordinator on " << address << ", " << workers << (workers == 1 ? " worker" : " workers")
        << ", logs in " << state_dir << std::endl;
+  if (metrics.enabled()) {
+    // The coordinator logged its metrics port before writing the port file; workers bind theirs
+    // while starting, so a worker on a free port (0) is only known from its log.
+    const int coord_metrics = metrics_port_in_log(tail_file(coord_log, 50)).value_or(metrics.coordinator);
+    info << describe_metrics(metrics, coord_metrics, opts.metrics_port_base, coord_log, worker_logs) << std::endl;
+  }
 
   // 3. Submit and follow.
   supervisor.watch_children();

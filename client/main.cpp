@@ -2,7 +2,8 @@
 //   relora submit JOB.yaml [--watch]      relora list        relora status JOB
 //   relora watch JOB                      relora events JOB  relora cancel JOB
 //   relora workers                        relora export JOB --out DIR
-//   relora local JOB.yaml [--workers N]   (a coordinator and N workers on this machine)
+//   relora local JOB.yaml [--workers N]   (a coordinator and N workers on this machine; Prometheus
+//                                         metrics on 9400 and 9401+i, --metrics-port-base N|0|-1)
 // Exit codes: 0 ok, 1 job or operation failed, 2 usage or bad input, 3 coordinator unreachable
 // (130 when `local` is interrupted with Ctrl-C).
 // Environment: RELORA_COORDINATOR (the address, like --coordinator); RELORA_WORKER_BINARY and
@@ -80,6 +81,11 @@ int main(int argc, char** argv) {
   local->add_option("--summary-json", local_opts.summary_json, "Write the run summary as JSON to this path");
   local->add_option("--state-dir", local_opts.state_dir, "Coordinator state and logs (default: a temporary dir)");
   local->add_flag("--keep-state", local_opts.keep_state, "Keep the temporary state directory after success");
+  local->add_option("--metrics-port-base", local_opts.metrics_port_base,
+                    "Prometheus metrics: the coordinator on this port, worker i on port+1+i (a taken port: any "
+                    "free one); 0: free ports; -1: off")
+      ->check(CLI::Range(-1, 65535))
+      ->capture_default_str();
   std::string startup_timeout = "30s";
   local->add_option("--startup-timeout", startup_timeout, "How long to wait for the coordinator to listen")
       ->check(DurationValidator())

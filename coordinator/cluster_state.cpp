@@ -34,7 +34,8 @@ std::string state_word(JobState state) {
 
 }  // namespace
 
-ClusterState::ClusterState(JobStore& store, ClusterOptions options) : store_(store), options_(options) {
+ClusterState::ClusterState(JobStore& store, ClusterOptions options, CoordinatorMetrics& metrics)
+    : store_(store), options_(options), metrics_(metrics) {
   std::lock_guard<std::mutex> lk(mu_);
   for (Job& job : store_.load_jobs()) {
     const std::string id = job.id();
@@ -53,9 +54,11 @@ ClusterState::ClusterState(JobStore& store, ClusterOptions options) : store_(sto
                        "checkpoint" +
                            (rec.job.checkpoint().empty() ? std::string() : " " + rec.job.checkpoint()));
       persist_locked(rec);
+      metrics_.job_restarted();
     }
     if (rec.job.state() == relora::v1::JOB_STATE_QUEUED) queue_.push_back(id);
   }
+  publish_counts_locked();
   spdlog::info("job store {}: {} jobs, {} queued", store_.path(), jobs_.size(), queue_.size());
 }
 
@@ -112,6 +115,7 @@ grpc::Status ClusterState::submit_job(const relora::v1::SubmitJobRequest& reques
     spdlog::info("job {} ({}) submitted: {} worker(s), {} steps", id, rec.job.name(),
                  rec.job.spec().cluster().workers(), rec.job.spec().training().steps());
     schedule_locked(pumps);
+    publish_counts_locked();  // queued, or running if it started at once
     *out = rec.job;
   }
   pumps.run();
@@ -215,6 +219,28 @@ void ClusterState::wake_locked() {
   cv_.notify_one();
 }
 
+void ClusterState::publish_counts_locked() {
+  JobStateCounts jobs;
+  for (const auto& [id, rec] : jobs_) {
+    switch (rec.job.state()) {
+      case relora::v1::JOB_STATE_QUEUED: ++jobs.queued; break;
+      case relora::v1::JOB_STATE_RUNNING: ++jobs.running; break;
+      case relora::v1::JOB_STATE_COMPLETED: ++jobs.completed; break;
+      case relora::v1::JOB_STATE_FAILED: ++jobs.failed; break;
+      case relora::v1::JOB_STATE_CANCELLED: ++jobs.cancelled; break;
+      default: break;
+    }
+  }
+  metrics_.set_jobs(jobs);
+  WorkerStateCounts workers;
+  for (const auto& [id, w] : workers_) {
+    if (w.lost()) ++workers.lost;
+    else if (w.info.state() == "busy") ++workers.busy;
+    else ++workers.idle;
+  }
+  metrics_.set_workers(workers);
+}
+
 void ClusterState::send_locked(WorkerRecord& worker, const relora::v1::CoordinatorMessage& msg, PumpList& pumps) {
   if (!worker.link) return;  // disconnected: it is lost soon, or gets resends when it reconnects
   worker.link->enqueue(msg);
@@ -260,6 +286,8 @@ void ClusterState::start_job_locked(JobRecord& job, const std::vector<WorkerReco
   const std::string rendezvous = root.info.host() + ":" + std::to_string(root.rendezvous_port);
   add_event_locked(job, j.progress().step(), -1, "scheduled", "ranks " + ranks + "; rendezvous at " + rendezvous);
   persist_locked(job);
+  metrics_.job_progress(j.id());  // the no-progress clock starts now
+  publish_counts_locked();
   spdlog::info("job {} scheduled on {} worker(s): {}; rendezvous {}", j.id(), world, ranks, rendezvous);
   for (int32_t r = 0; r < world; ++r) {
     relora::v1::CoordinatorMessage msg;
@@ -278,6 +306,7 @@ void ClusterState::finish_job_locked(JobRecord& job, JobState state, const std::
                                      PumpList& pumps) {
   Job& j = job.job;
   const bool was_queued = j.state() == relora::v1::JOB_STATE_QUEUED;
+  if (j.state() == relora::v1::JOB_STATE_RUNNING) metrics_.job_stopped_running(j.id());
   if (was_queued) queue_.erase(std::remove(queue_.begin(), queue_.end(), j.id()), queue_.end());
   j.set_state(state);
   j.set_error(error);
@@ -308,6 +337,7 @@ void ClusterState::finish_job_locked(JobRecord& job, JobState state, const std::
   persist_locked(job);
   if (state == relora::v1::JOB_STATE_FAILED) spdlog::warn("job {} failed: {}", j.id(), error);
   schedule_locked(pumps);  // the freed workers may start the next job
+  publish_counts_locked();
 }
 
 // ---- background loop -----------------------------------------------------------------------

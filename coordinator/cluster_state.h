@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/coordinator_metrics.h"
 #include "coordinator/cycle_barrier.h"
 #include "coordinator/ids.h"
 #include "coordinator/job_store.h"
@@ -63,7 +64,8 @@ class ClusterState {
  public:
   // Loads every job from `store`. Jobs that were RUNNING when the previous coordinator stopped are
   // queued again (at their original place in the FIFO) to resume from their checkpoint.
-  ClusterState(JobStore& store, ClusterOptions options);
+  // `metrics` is updated at every state change (under mu_) and must outlive this object.
+  ClusterState(JobStore& store, ClusterOptions options, CoordinatorMetrics& metrics);
   ~ClusterState();
   ClusterState(const ClusterState&) = delete;
   ClusterState& operator=(const ClusterState&) = delete;
@@ -119,6 +121,7 @@ class ClusterState {
     int64_t last_seq = 0;                   // the job's newest event
     std::unique_ptr<CycleBarrier> barrier;  // while RUNNING
     bool started_event = false;             // "started" recorded for the current run
+    SteadyClock::time_point command_sent;   // when the barrier's current command went out
   };
   struct Watch {
     std::shared_ptr<WatchSink> sink;
@@ -142,6 +145,9 @@ class ClusterState {
                          PumpList& pumps);
   void send_locked(WorkerRecord& worker, const relora::v1::CoordinatorMessage& msg, PumpList& pumps);
   void wake_locked();
+  // Publishes the job and worker counts by state (relora_coordinator_jobs/_workers). Called
+  // wherever a job or worker changes state.
+  void publish_counts_locked();
 
   // cluster_workers.cpp
   WorkerRecord* find_worker_locked(const std::string& worker_id);
@@ -165,6 +171,7 @@ class ClusterState {
   // Constant after construction.
   JobStore& store_;
   const ClusterOptions options_;
+  CoordinatorMetrics& metrics_;  // thread-safe itself
 
   // State below is protected by mu_.
   std::mutex mu_;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "common/cycle_plan.h"
 #include "coordinator/cluster_state.h"
 #include "coordinator/duration.h"
 
@@ -79,6 +80,7 @@ grpc::Status ClusterState::register_worker(const relora::v1::RegisterRequest& re
   out->set_worker_id(id);
   // Three heartbeats per timeout: one lost or late RPC does not make a worker lost.
   out->set_heartbeat_interval_ms(std::max<int64_t>(1, options_.heartbeat_timeout.count() / 3));
+  publish_counts_locked();
   wake_locked();  // its deadline may be the earliest now
   return grpc::Status::OK;
 }
@@ -204,6 +206,7 @@ void ClusterState::on_boundary_locked(WorkerRecord& w, const relora::v1::Boundar
     return;
   }
   if (outcome.result == BarrierResult::kDuplicate) return;
+  metrics_.job_progress(job->job.id());
   add_event_locked(*job, m.step(), m.rank(), "boundary",
                    "rank " + std::to_string(m.rank()) + " reached " + m.boundary());
   if (outcome.result != BarrierResult::kComplete) return;
@@ -219,6 +222,8 @@ void ClusterState::on_boundary_locked(WorkerRecord& w, const relora::v1::Boundar
   if (!cmd.enable_low_rank() && !cmd.merge()) what += " no change";
   what += " (seed " + std::to_string(cmd.seed()) + ")";
   add_event_locked(*job, m.step(), -1, "command", what);
+  job->command_sent = SteadyClock::now();
+  metrics_.command_sent(cmd.boundary());
   CoordinatorMessage msg;
   *msg.mutable_command() = cmd;
   for (const auto& wid : job->job.worker_ids())
@@ -234,9 +239,13 @@ void ClusterState::on_ack_locked(WorkerRecord& w, const relora::v1::CommandAck& 
     finish_job_locked(*job, relora::v1::JOB_STATE_FAILED, outcome.error, /*cancel_ranks=*/true, pumps);
     return;
   }
+  metrics_.job_progress(job->job.id());
   add_event_locked(*job, m.step(), m.rank(), "ack", "rank " + std::to_string(m.rank()) + " applied the command",
                    m.param_checksum());
   if (outcome.result != BarrierResult::kComplete) return;
+  // The job-end command is never acknowledged; every other one is timed to its last ack.
+  if (job->barrier->command().boundary() != relora::kBoundaryJobEnd)
+    metrics_.command_acknowledged(seconds_since(job->command_sent));
   add_event_locked(*job, m.step(), -1, "resumed", "every rank applied the command; resuming");
   CoordinatorMessage msg;
   msg.mutable_resume()->set_job_id(job->job.id());
@@ -249,6 +258,7 @@ void ClusterState::on_progress_locked(WorkerRecord& w, const relora::v1::Progres
   JobRecord* job = job_of_message_locked(w, m.job_id(), m.rank(), pumps);
   if (job == nullptr) return;
   note_started_locked(*job);
+  metrics_.job_progress(job->job.id());
   if (m.rank() != 0) return;  // rank 0 speaks for the job (it sees the global loss)
   *job->job.mutable_progress() = m.progress();
   if (!m.checkpoint().empty()) job->job.set_checkpoint(m.checkpoint());
@@ -285,6 +295,7 @@ void ClusterState::check_workers_locked(SteadyClock::time_point now, PumpList& p
   for (auto& [id, w] : workers_) {
     if (w.lost()) continue;
     if (now - w.last_seen > options_.heartbeat_timeout) {
+      metrics_.heartbeat_missed();
       mark_lost_locked(w, "no heartbeat for " + timeout, pumps);
     } else if (!w.link && now - w.disconnected_since > options_.heartbeat_timeout) {
       mark_lost_locked(w, "stream disconnected for " + timeout, pumps);
@@ -311,6 +322,7 @@ void ClusterState::mark_lost_locked(WorkerRecord& w, const std::string& why, Pum
     pumps.add(w.link);
     w.link.reset();
   }
+  publish_counts_locked();
 }
 
 }  // namespace relora::coordinator

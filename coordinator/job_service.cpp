@@ -18,8 +18,8 @@ namespace {
 // never sees it deleted. gRPC is done with it after OnDone, so outliving OnDone is fine.
 class WatchReactor final : public grpc::ServerWriteReactor<JobUpdate>, public WatchSink {
  public:
-  static WatchReactor* start(ClusterState& cluster, const WatchJobRequest& req) {
-    auto self = std::shared_ptr<WatchReactor>(new WatchReactor(cluster));
+  static WatchReactor* start(ClusterState& cluster, CoordinatorMetrics& metrics, const WatchJobRequest& req) {
+    auto self = std::shared_ptr<WatchReactor>(new WatchReactor(cluster, metrics));
     self->self_ = self;
     grpc::Status status = require_job_id(req.job_id());
     if (status.ok() && req.after_event_seq() < 0)
@@ -51,13 +51,15 @@ class WatchReactor final : public grpc::ServerWriteReactor<JobUpdate>, public Wa
   }
   void OnDone() override {
     cluster_.remove_watch(this);
+    metrics_.count_rpc("WatchJob", writer_.final_status().error_code());  // no duration: a stream
     self_.reset();  // may delete this: nothing after it
   }
 
  private:
-  explicit WatchReactor(ClusterState& cluster) : cluster_(cluster) {}
+  WatchReactor(ClusterState& cluster, CoordinatorMetrics& metrics) : cluster_(cluster), metrics_(metrics) {}
 
   ClusterState& cluster_;
+  CoordinatorMetrics& metrics_;
   StreamWriter<WatchReactor, JobUpdate> writer_{this};
   std::shared_ptr<WatchReactor> self_;  // released in OnDone
 };
@@ -66,12 +68,12 @@ class WatchReactor final : public grpc::ServerWriteReactor<JobUpdate>, public Wa
 
 grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext* ctx, const SubmitJobRequest* req,
                                                     SubmitJobResponse* resp) {
-  return finish_unary(ctx, "SubmitJob", [&] { return cluster_.submit_job(*req, resp->mutable_job()); });
+  return finish_unary(ctx, metrics_, "SubmitJob", [&] { return cluster_.submit_job(*req, resp->mutable_job()); });
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ctx, const GetJobRequest* req,
                                                  Job* resp) {
-  return finish_unary(ctx, "GetJob", [&] {
+  return finish_unary(ctx, metrics_, "GetJob", [&] {
     grpc::Status st = require_job_id(req->job_id());
     return st.ok() ? cluster_.get_job(req->job_id(), resp) : st;
   });
@@ -79,7 +81,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
 
 grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* ctx, const ListJobsRequest*,
                                                    ListJobsResponse* resp) {
-  return finish_unary(ctx, "ListJobs", [&] {
+  return finish_unary(ctx, metrics_, "ListJobs", [&] {
     for (auto& job : cluster_.list_jobs()) *resp->add_jobs() = std::move(job);
     return grpc::Status::OK;
   });
@@ -87,7 +89,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* 
 
 grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext* ctx, const CancelJobRequest* req,
                                                     Job* resp) {
-  return finish_unary(ctx, "CancelJob", [&] {
+  return finish_unary(ctx, metrics_, "CancelJob", [&] {
     grpc::Status st = require_job_id(req->job_id());
     return st.ok() ? cluster_.cancel_job(req->job_id(), resp) : st;
   });
@@ -95,12 +97,12 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
 
 grpc::ServerWriteReactor<JobUpdate>* JobServiceImpl::WatchJob(grpc::CallbackServerContext*,
                                                               const WatchJobRequest* req) {
-  return WatchReactor::start(cluster_, *req);
+  return WatchReactor::start(cluster_, metrics_, *req);
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::GetJobEvents(grpc::CallbackServerContext* ctx, const GetJobEventsRequest* req,
                                                        GetJobEventsResponse* resp) {
-  return finish_unary(ctx, "GetJobEvents", [&] {
+  return finish_unary(ctx, metrics_, "GetJobEvents", [&] {
     grpc::Status st = require_job_id(req->job_id());
     if (!st.ok()) return st;
     if (req->after_seq() < 0) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "after_seq: must be >= 0");
@@ -114,7 +116,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJobEvents(grpc::CallbackServerConte
 
 grpc::ServerUnaryReactor* JobServiceImpl::ListWorkers(grpc::CallbackServerContext* ctx, const ListWorkersRequest*,
                                                       ListWorkersResponse* resp) {
-  return finish_unary(ctx, "ListWorkers", [&] {
+  return finish_unary(ctx, metrics_, "ListWorkers", [&] {
     for (auto& w : cluster_.list_workers()) *resp->add_workers() = std::move(w);
     return grpc::Status::OK;
   });

@@ -13,7 +13,7 @@ namespace relora::coordinator {
 
 class JobServiceImpl final : public relora::v1::JobService::CallbackService {
  public:
-  explicit JobServiceImpl(ClusterState& cluster) : cluster_(cluster) {}
+  JobServiceImpl(ClusterState& cluster, CoordinatorMetrics& metrics) : cluster_(cluster), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* ctx, const relora::v1::SubmitJobRequest* req,
                                       relora::v1::SubmitJobResponse* resp) override;
@@ -32,6 +32,7 @@ class JobServiceImpl final : public relora::v1::JobService::CallbackService {
 
  private:
   ClusterState& cluster_;
+  CoordinatorMetrics& metrics_;
 };
 
 }  // namespace relora::coordinator

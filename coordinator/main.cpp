@@ -1,6 +1,7 @@
 // relora-coordinator: the control plane. Accepts jobs (JobService), schedules them on gangs of
 // registered workers and drives their ReLoRA cycles (WorkerService). State lives in SQLite under
-// --state-dir, so a restarted coordinator knows every job. Stops cleanly on SIGINT/SIGTERM.
+// --state-dir, so a restarted coordinator knows every job. Serves grpc.health.v1.Health on the
+// same port and, with --metrics-port, Prometheus metrics. Stops cleanly on SIGINT/SIGTERM.
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -51,6 +52,10 @@ int main(int argc, char** argv) {
   app.add_option("--state-dir", options.state_dir, "directory of the job database (relora.db)")->capture_default_str();
   app.add_option("--heartbeat-timeout", heartbeat, "a worker silent this long is lost (500ms, 5s, 2m)")
       ->capture_default_str();
+  app.add_option("--metrics-port", options.metrics_port,
+                 "serve Prometheus metrics on 0.0.0.0:PORT/metrics (0: pick a free port and log it; -1: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(-1, 65535));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));

@@ -1,16 +1,22 @@
 // Small helpers shared by the services: finish a unary call with the status of a body that may
-// throw. Library exceptions are caught once, here, at the RPC boundary (errors as values).
+// throw. Library exceptions are caught once, here, at the RPC boundary (errors as values). Every
+// unary call is counted and timed here (relora_coordinator_rpcs_total, _rpc_duration_seconds).
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <exception>
+
+#include "coordinator/coordinator_metrics.h"
 
 namespace relora::coordinator {
 
 template <typename Body>
-grpc::ServerUnaryReactor* finish_unary(grpc::CallbackServerContext* ctx, const char* method, Body&& body) {
+grpc::ServerUnaryReactor* finish_unary(grpc::CallbackServerContext* ctx, CoordinatorMetrics& metrics,
+                                       const char* method, Body&& body) {
+  const auto start = std::chrono::steady_clock::now();
   grpc::Status status;
   try {
     status = body();
@@ -18,6 +24,7 @@ grpc::ServerUnaryReactor* finish_unary(grpc::CallbackServerContext* ctx, const c
     spdlog::error("{}: {}", method, e.what());
     status = grpc::Status(grpc::StatusCode::INTERNAL, std::string(method) + ": " + e.what());
   }
+  metrics.unary_rpc_done(method, status.error_code(), seconds_since(start));
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(status);
   return reactor;

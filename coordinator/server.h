@@ -1,5 +1,6 @@
-// The coordinator process in one object: job store, cluster state, both gRPC services, the gRPC
-// server and the background thread. main() and the tests use it the same way:
+// The coordinator process in one object: job store, cluster state, both gRPC services, the
+// standard health service (grpc.health.v1.Health), the gRPC server, the background thread and,
+// when enabled, the Prometheus endpoint. main() and the tests use it the same way:
 //
 //   CoordinatorServer server({.listen = "127.0.0.1:0", .state_dir = dir});
 //   connect to server.address(); ...; server.shutdown();
@@ -15,7 +16,9 @@
 #include <string>
 #include <thread>
 
+#include "common/metrics_server.h"
 #include "coordinator/cluster_state.h"
+#include "coordinator/coordinator_metrics.h"
 #include "coordinator/job_service.h"
 #include "coordinator/job_store.h"
 #include "coordinator/worker_service.h"
@@ -27,6 +30,8 @@ struct ServerOptions {
   std::string state_dir = "./relora-state";  // holds relora.db
   std::chrono::milliseconds heartbeat_timeout{5000};
   std::chrono::milliseconds watch_interval{200};
+  // Prometheus /metrics on 0.0.0.0:<port>: -1 off, 0 a free port (see metrics_port()).
+  int metrics_port = -1;
 };
 
 class CoordinatorServer {
@@ -42,6 +47,8 @@ class CoordinatorServer {
   // The listen host with the bound port ("127.0.0.1:41234"), ready for grpc::CreateChannel.
   const std::string& address() const { return address_; }
   const std::string& db_path() const { return db_path_; }
+  // The bound metrics port, or -1 when metrics are off.
+  int metrics_port() const { return metrics_server_ ? metrics_server_->port() : -1; }
 
   // Ends every stream (UNAVAILABLE: the coordinator is shutting down), stops the gRPC server and
   // the background thread. Jobs stay in the store as they are; RUNNING ones resume on restart.
@@ -49,6 +56,9 @@ class CoordinatorServer {
 
  private:
   const ServerOptions options_;
+  // Declared first: the cluster and services refer to metrics_, and the exposer scrapes them.
+  std::unique_ptr<MetricsServer> metrics_server_;  // null when metrics are off
+  std::unique_ptr<CoordinatorMetrics> metrics_;
   std::string db_path_;
   std::unique_ptr<JobStore> store_;
   std::unique_ptr<ClusterState> cluster_;

@@ -108,6 +108,11 @@ class StreamWriter {
     std::lock_guard<std::mutex> lk(mu_);
     return finish_requested_;
   }
+  // The status the stream is finished with (the first close()); OK before any close().
+  grpc::Status final_status() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return finish_status_;
+  }
 
  private:
   Reactor* const reactor_;

@@ -1,5 +1,6 @@
 #include "coordinator/worker_service.h"
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 
@@ -21,8 +22,8 @@ class WorkerStream final : public grpc::ServerBidiReactor<WorkerMessage, Coordin
                            public WorkerLink,
                            public std::enable_shared_from_this<WorkerStream> {
  public:
-  static WorkerStream* start(ClusterState& cluster) {
-    auto self = std::shared_ptr<WorkerStream>(new WorkerStream(cluster));
+  static WorkerStream* start(ClusterState& cluster, CoordinatorMetrics& metrics) {
+    auto self = std::shared_ptr<WorkerStream>(new WorkerStream(cluster, metrics));
     self->self_ = self;
     self->StartRead(&self->in_);
     return self.get();
@@ -38,6 +39,7 @@ class WorkerStream final : public grpc::ServerBidiReactor<WorkerMessage, Coordin
       end(grpc::Status::OK);
       return;
     }
+    const auto start = std::chrono::steady_clock::now();
     grpc::Status status;
     const std::string bound = worker_id();
     if (bound.empty()) {
@@ -52,6 +54,8 @@ class WorkerStream final : public grpc::ServerBidiReactor<WorkerMessage, Coordin
     } else {
       status = cluster_.on_worker_message(bound, in_);
     }
+    // Per message: the stream's own lifetime says nothing about the coordinator's latency.
+    metrics_.observe_rpc_duration("Connect", seconds_since(start));
     if (!status.ok()) {
       end(status);
       return;
@@ -65,11 +69,12 @@ class WorkerStream final : public grpc::ServerBidiReactor<WorkerMessage, Coordin
 
   void OnDone() override {
     detach();
+    metrics_.count_rpc("Connect", writer_.final_status().error_code());
     self_.reset();  // may delete this: nothing after it
   }
 
  private:
-  explicit WorkerStream(ClusterState& cluster) : cluster_(cluster) {}
+  WorkerStream(ClusterState& cluster, CoordinatorMetrics& metrics) : cluster_(cluster), metrics_(metrics) {}
 
   std::string worker_id() const {
     std::lock_guard<std::mutex> lk(mu_);
@@ -91,6 +96,7 @@ class WorkerStream final : public grpc::ServerBidiReactor<WorkerMessage, Coordin
   }
 
   ClusterState& cluster_;
+  CoordinatorMetrics& metrics_;
   WorkerMessage in_;  // the message being read
   StreamWriter<WorkerStream, CoordinatorMessage> writer_{this};
   std::shared_ptr<WorkerStream> self_;  // released in OnDone
@@ -103,16 +109,16 @@ class WorkerStream final : public grpc::ServerBidiReactor<WorkerMessage, Coordin
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::Register(grpc::CallbackServerContext* ctx, const RegisterRequest* req,
                                                       RegisterResponse* resp) {
-  return finish_unary(ctx, "Register", [&] { return cluster_.register_worker(*req, resp); });
+  return finish_unary(ctx, metrics_, "Register", [&] { return cluster_.register_worker(*req, resp); });
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerContext* ctx, const HeartbeatRequest* req,
                                                        HeartbeatResponse*) {
-  return finish_unary(ctx, "Heartbeat", [&] { return cluster_.heartbeat(req->worker_id()); });
+  return finish_unary(ctx, metrics_, "Heartbeat", [&] { return cluster_.heartbeat(req->worker_id()); });
 }
 
 grpc::ServerBidiReactor<WorkerMessage, CoordinatorMessage>* WorkerServiceImpl::Connect(grpc::CallbackServerContext*) {
-  return WorkerStream::start(cluster_);
+  return WorkerStream::start(cluster_, metrics_);
 }
 
 }  // namespace relora::coordinator

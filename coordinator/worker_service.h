@@ -20,7 +20,7 @@ namespace relora::coordinator {
 
 class WorkerServiceImpl final : public relora::v1::WorkerService::CallbackService {
  public:
-  explicit WorkerServiceImpl(ClusterState& cluster) : cluster_(cluster) {}
+  WorkerServiceImpl(ClusterState& cluster, CoordinatorMetrics& metrics) : cluster_(cluster), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx, const relora::v1::RegisterRequest* req,
                                      relora::v1::RegisterResponse* resp) override;
@@ -31,6 +31,7 @@ class WorkerServiceImpl final : public relora::v1::WorkerService::CallbackServic
 
  private:
   ClusterState& cluster_;
+  CoordinatorMetrics& metrics_;
 };
 
 }  // namespace relora::coordinator

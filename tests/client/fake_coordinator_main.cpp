@@ -1,6 +1,7 @@
 // client_fake_coordinator: the fake JobService as a program with relora-coordinator's flags
-// (--listen, --port-file, --state-dir), so tests can drive `relora local` without the real
-// coordinator or LibTorch workers. FAKE_STEP_MS sets the step time (default 5 ms).
+// (--listen, --port-file, --state-dir; others such as --metrics-port are accepted and ignored),
+// so tests can drive `relora local` without the real coordinator or LibTorch workers. It prints
+// its arguments first. FAKE_STEP_MS sets the step time (default 5 ms).
 #include <signal.h>
 #include <unistd.h>
 
@@ -29,7 +30,10 @@ int main(int argc, char** argv) {
   const char* step_ms = std::getenv("FAKE_STEP_MS");
   auto jobs = std::make_shared<relora::testing::FakeJobs>(step_ms ? std::atoi(step_ms) : 5);
   relora::testing::FakeCoordinator server(jobs, listen);
-  std::cout << "fake coordinator pid " << getpid() << " listening on " << server.address() << std::endl;
+  std::cout << "fake coordinator pid " << getpid() << " listening on " << server.address()
+            << "\nfake coordinator args:";
+  for (int i = 1; i < argc; ++i) std::cout << " " << argv[i];
+  std::cout << std::endl;
   if (!port_file.empty()) {
     std::ofstream(port_file + ".tmp") << server.port() << "\n";
     std::rename((port_file + ".tmp").c_str(), port_file.c_str());

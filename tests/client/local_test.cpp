@@ -4,7 +4,10 @@
 // left behind in any of these.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -12,6 +15,7 @@
 #include <regex>
 #include <thread>
 
+#include "client/local_metrics.h"
 #include "tests/client/cli_runner.h"
 
 namespace relora::testing {
@@ -19,6 +23,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 bool alive(pid_t pid) {
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
@@ -91,8 +96,80 @@ TEST_F(ClientLocal, RunsTheJobWritesTheSummaryAndStopsEverything) {
   EXPECT_THAT(r.out, HasSubstr("completed  step 40/40"));
   EXPECT_THAT(r.out, HasSubstr("checkpoint  runs/local-ok/step-20"));
   EXPECT_THAT(read_text(state + "/worker-1.log"), HasSubstr("fake worker --coordinator 127.0.0.1:"));
+  // Metrics are on by default (9400 and up, or free ports where those are taken).
+  EXPECT_THAT(r.out, HasSubstr("metrics: coordinator "));
+  EXPECT_THAT(read_text(state + "/worker-1.log"), HasSubstr(" --metrics-port "));
   EXPECT_TRUE(fs::exists(state + "/coordinator.log"));
   EXPECT_EQ(pids(tmp_.file("worker.pids")).size(), 2u);
+  expect_nothing_left(state);
+}
+
+// A base port P with P, P+1 and P+2 free now (the kernel's pick, then its neighbours checked).
+int free_port_base() {
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    socklen_t len = sizeof addr;
+    ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    ::close(fd);
+    const int p = ntohs(addr.sin_port);
+    if (p > 0 && p + 2 <= 65535 && relora::client::tcp_port_free(p) && relora::client::tcp_port_free(p + 1) &&
+        relora::client::tcp_port_free(p + 2))
+      return p;
+  }
+  ADD_FAILURE() << "no three free ports in a row";
+  return 0;
+}
+
+TEST_F(ClientLocal, MetricsPortsArePassedToEveryChildAndPrinted) {
+  const int base = free_port_base();
+  ASSERT_GT(base, 0);
+  const std::string state = tmp_.file("state");
+  const auto r = run_cli({"local", job("local-metrics"), "--workers", "2", "--state-dir", state,
+                          "--metrics-port-base", std::to_string(base)},
+                         env(sleeping_worker()));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const auto url = [](int port) { return "http://127.0.0.1:" + std::to_string(port) + "/metrics"; };
+  EXPECT_THAT(r.out, HasSubstr("metrics: coordinator " + url(base) + ", workers " + url(base + 1) + " " +
+                               url(base + 2) + "\n"));  // not the default ports: no Prometheus hint
+  EXPECT_THAT(read_text(state + "/coordinator.log"), HasSubstr("--metrics-port " + std::to_string(base)));
+  EXPECT_THAT(read_text(state + "/worker-0.log"), HasSubstr("--metrics-port " + std::to_string(base + 1)));
+  EXPECT_THAT(read_text(state + "/worker-1.log"), HasSubstr("--metrics-port " + std::to_string(base + 2)));
+  expect_nothing_left(state);
+}
+
+TEST_F(ClientLocal, ATakenMetricsPortFallsBackToAFreeOneAndNamesTheLog) {
+  const int base = free_port_base();
+  ASSERT_GT(base, 0);
+  // Something listens on worker-0's port.
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(base + 1));
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  const std::string state = tmp_.file("state");
+  const auto r = run_cli({"local", job("local-taken"), "--workers", "1", "--state-dir", state,
+                          "--metrics-port-base", std::to_string(base)},
+                         env(sleeping_worker()));
+  ::close(fd);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("metrics: coordinator http://127.0.0.1:" + std::to_string(base) +
+                               "/metrics, worker (see " + state + "/worker-0.log)"));
+  EXPECT_THAT(read_text(state + "/worker-0.log"), HasSubstr("--metrics-port 0"));
+  expect_nothing_left(state);
+}
+
+TEST_F(ClientLocal, MetricsOffPassesNoFlag) {
+  const std::string state = tmp_.file("state");
+  const auto r = run_cli({"local", job("local-nometrics"), "--state-dir", state, "--metrics-port-base", "-1"},
+                         env(sleeping_worker()));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, Not(HasSubstr("metrics:")));
+  EXPECT_THAT(read_text(state + "/worker-0.log"), Not(HasSubstr("--metrics-port")));
+  EXPECT_THAT(read_text(state + "/coordinator.log"), Not(HasSubstr("--metrics-port")));
   expect_nothing_left(state);
 }
 

@@ -55,11 +55,14 @@ inline bool eventually(const std::function<bool()>& pred, std::chrono::milliseco
 
 class Coordinator {
  public:
-  explicit Coordinator(const std::string& state_dir, std::chrono::milliseconds heartbeat_timeout = 10s) {
+  // metrics_port: -1 no metrics endpoint, 0 one on a free port (server().metrics_port()).
+  explicit Coordinator(const std::string& state_dir, std::chrono::milliseconds heartbeat_timeout = 10s,
+                       int metrics_port = -1) {
     ServerOptions opts;
     opts.listen = "127.0.0.1:0";
     opts.state_dir = state_dir;
     opts.heartbeat_timeout = heartbeat_timeout;
+    opts.metrics_port = metrics_port;
     server_ = std::make_unique<CoordinatorServer>(opts);
     channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
     jobs_ = v1::JobService::NewStub(channel_);
