@@ -202,7 +202,8 @@ class ClusterEndToEnd(unittest.TestCase):
     def test_relora_local_runs_a_job_on_two_workers(self):
         job, ckpt = self.write_job("local2", workers=1, grad_accum=1)
         summary_path = os.path.join(self.root, "summary.json")
-        out = subprocess.run([RELORA, "local", job, "--workers", "2", "--summary-json", summary_path],
+        out = subprocess.run([RELORA, "local", job, "--workers", "2", "--summary-json", summary_path,
+                              "--metrics-port-base", "0"],
                              capture_output=True, text=True, timeout=300, cwd=self.root)
         self.assertEqual(out.returncode, 0, out.stdout[-2000:] + out.stderr[-2000:])
         summary = json.load(open(summary_path))
