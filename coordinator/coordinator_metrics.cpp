@@ -108,6 +108,16 @@ void CoordinatorMetrics::init(prometheus::Registry& registry) {
                .Name("relora_coordinator_rpcs_total")
                .Help("RPCs handled, by method name and final gRPC status.")
                .Register(registry);
+  // Every (method, code) series exists from the start at 0 (as go-grpc-prometheus does), so the
+  // error panels and ratios have a series to show, and rate() sees the first error as an increase.
+  static const char* const kMethods[] = {"SubmitJob", "GetJob",   "ListJobs", "CancelJob",  "WatchJob",
+                                         "GetJobEvents", "ListWorkers", "Register", "Heartbeat", "Connect"};
+  for (const char* method : kMethods) {
+    for (int code = grpc::StatusCode::OK; code <= grpc::StatusCode::UNAUTHENTICATED; ++code) {
+      rpcs_by_method_code_[{method, code}] =
+          &rpcs_->Add({{"method", method}, {"code", status_code_name(static_cast<grpc::StatusCode>(code))}});
+    }
+  }
 
   rpc_duration_ = &prometheus::BuildHistogram()
                        .Name("relora_coordinator_rpc_duration_seconds")

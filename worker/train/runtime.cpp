@@ -1,11 +1,10 @@
 #include "worker/train/runtime.h"
 
-#include <sys/resource.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <string>
 
@@ -19,19 +18,26 @@
 
 namespace relora::train {
 
-int64_t current_rss_bytes() {
-  // /proc/self/statm: size resident shared ... in pages.
-  std::ifstream statm("/proc/self/statm");
-  long long size = 0, resident = 0;
-  if (!(statm >> size >> resident)) return 0;
-  return static_cast<int64_t>(resident) * 4096;
+namespace {
+
+// A "VmRSS:" / "VmHWM:" line of /proc/self/status, in bytes. Both come from the same kernel
+// counters, so the high-water mark read after the current size is never below it (getrusage's
+// ru_maxrss is updated lazily and can lag the current size).
+int64_t proc_status_kb(const char* key) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  const size_t n = std::strlen(key);
+  while (std::getline(status, line)) {
+    if (line.compare(0, n, key) == 0) return std::stoll(line.substr(n)) * 1024;
+  }
+  return 0;
 }
 
-int64_t peak_rss_bytes() {
-  struct rusage usage {};
-  if (getrusage(RUSAGE_SELF, &usage) != 0) return 0;
-  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // Linux reports kilobytes
-}
+}  // namespace
+
+int64_t current_rss_bytes() { return proc_status_kb("VmRSS:"); }
+
+int64_t peak_rss_bytes() { return proc_status_kb("VmHWM:"); }
 
 void configure_threads(int intra_op_threads) {
   if (intra_op_threads > 0) at::set_num_threads(intra_op_threads);
