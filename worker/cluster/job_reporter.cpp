@@ -57,6 +57,9 @@ void JobReporter::on_eval(const train::EvalReport& r) {
   log->set_kind("eval");
   log->set_message(fmt::format("eval loss {:.4f}, perplexity {:.2f} ({} tokens)", r.loss, r.perplexity, r.tokens));
   sink_.send(std::move(msg));
+  // The final evaluation runs after the last step report: send the progress again so the job's
+  // progress (and `relora watch`/`status`) shows the newest evaluation.
+  send_progress("");
 }
 
 void JobReporter::on_event(int64_t step, const std::string& text) {

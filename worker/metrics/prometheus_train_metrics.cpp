@@ -161,7 +161,11 @@ void PrometheusTrainMetrics::step_done(const train::StepReport& r, double data_w
   s.rss->Set(static_cast<double>(train::current_rss_bytes()));
   s.rss_peak->Set(static_cast<double>(train::peak_rss_bytes()));
   s.data_wait->Increment(data_wait_seconds);
-  if (info_.peak_flops > 0) s.mfu->Set(r.tokens_per_second * info_.model_flops_per_token / info_.peak_flops);
+  // This rank's own throughput against this rank's own peak (report.tokens_per_second counts
+  // every rank).
+  if (info_.peak_flops > 0 && r.step_seconds > 0)
+    s.mfu->Set(static_cast<double>(info_.tokens_per_step_per_rank) / r.step_seconds * info_.model_flops_per_token /
+               info_.peak_flops);
 }
 
 void PrometheusTrainMetrics::eval_done(const train::EvalReport& r) {

@@ -87,7 +87,7 @@ double measure_matmul_peak_flops(c10::ScalarType dtype, c10::Device device) {
   auto c = at::mm(a, b);  // warm-up: thread pools, kernels, caches
   synchronize_device(device);
   double best = 0;
-  for (int rep = 0; rep < 3; ++rep) {
+  for (int rep = 0; rep < 5; ++rep) {
     const auto t0 = std::chrono::steady_clock::now();
     c = at::mm(a, b);
     synchronize_device(device);
