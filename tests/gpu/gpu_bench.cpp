@@ -1,0 +1,287 @@
+// gpu_bench: throughput, utilisation and peak device memory of one training configuration on a
+// GPU, through the real Trainer (scripts/gpu-check.sh runs it for the table: presets 350m
+// and 1b3, seq 512, bf16, full vs relora rank 128).
+//
+// Synthetic data (random ids in a temporary .tok file), no checkpoints, no export, no evaluation:
+// the timed steps are the trainer's own train_step() (forward, backward, clipping, AdamW), each
+// ended by a device synchronisation (the trainer's step timing includes the queued GPU work).
+// After the run, a bf16 8192^3 matrix-product peak is measured on the same device.
+//
+// Utilisation = executed matrix FLOPs per token x tokens/s / peak, against 989 TFLOP/s (the
+// H100/H200 SXM dense bf16 figure) and against the measured peak. Executed FLOPs: full rank,
+// 6 N + 12 L T C per token (N: the layers' and the head's matrix parameters); relora, frozen W
+// has no weight gradient: 4 N_layers + 6 r (in + out) per projection + 6 N_head + 12 L T C.
+//
+// Output: a human-readable line, then one `GPU_BENCH key=value ...` line that gpu-check.sh turns
+// into its table, and optionally --json. Built only on request (EXCLUDE_FROM_ALL): CI never runs it.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <torch/cuda.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+#ifdef RELORA_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include "common/job_spec.h"
+#include "common/model_presets.h"
+#include "tests/gpu/gpu_test_util.h"
+#include "worker/train/runtime.h"
+#include "worker/train/trainer.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Shape {
+  double hidden = 0, layers = 0, intermediate = 0, vocab = 0, seq = 0, rank = 0;
+};
+
+// Matrix FLOPs per trained token (see the file comment).
+double executed_flops_per_token(const Shape& s, bool low_rank) {
+  const double C = s.hidden, F = s.intermediate, L = s.layers, V = s.vocab, T = s.seq, r = s.rank;
+  const double layer_matrices = L * (4 * C * C + 3 * C * F);
+  const double layer_io = L * (4 * (C + C) + 2 * (C + F) + (F + C));  // sum of (in + out)
+  const double head = V * C;
+  const double attention = 12 * L * T * C;
+  if (!low_rank) return 6 * (layer_matrices + head) + attention;
+  return 4 * layer_matrices + 6 * r * layer_io + 6 * head + attention;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
+
+// Mean TFLOP/s of `reps` n x n x n bf16 products on `device`, after warm-up.
+double matmul_tflops(torch::Device device, int64_t n, int reps) {
+  torch::NoGradGuard no_grad;
+  auto opts = torch::TensorOptions().dtype(torch::kBFloat16).device(device);
+  auto a = torch::randn({n, n}, opts), b = torch::randn({n, n}, opts), c = torch::empty({n, n}, opts);
+  for (int i = 0; i < 3; ++i) torch::mm_out(c, a, b);
+  relora::train::synchronize_device(device);
+  const auto t0 = Clock::now();
+  for (int i = 0; i < reps; ++i) torch::mm_out(c, a, b);
+  relora::train::synchronize_device(device);
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  return 2.0 * n * n * n * reps / s / 1e12;
+}
+
+struct DeviceMemory {
+  double peak_allocated = -1, peak_reserved = -1;  // bytes; -1: not measured
+};
+
+void reset_device_memory_peak(torch::Device device) {
+#ifdef RELORA_WITH_CUDA
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+#else
+  (void)device;
+#endif
+}
+
+DeviceMemory device_memory_peak(torch::Device device) {
+  DeviceMemory m;
+#ifdef RELORA_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    // Index 0 is StatType::AGGREGATE (the enum's namespace moved in LibTorch 2.6).
+    m.peak_allocated = static_cast<double>(stats.allocated_bytes[0].peak);
+    m.peak_reserved = static_cast<double>(stats.reserved_bytes[0].peak);
+  }
+#else
+  (void)device;
+#endif
+  return m;
+}
+
+std::string yaml_spec(const std::string& name, const relora::ModelShape& p, int seq, int micro_batch, int rank,
+                      const std::string& mode, const std::string& dtype, int total_steps, const std::string& tok,
+                      const std::string& dir) {
+  std::ostringstream y;
+  y << "name: " << name << "\nmodel:\n"
+    << "  hidden_size: " << p.hidden_size << "\n  num_layers: " << p.num_layers << "\n  num_heads: " << p.num_heads
+    << "\n  intermediate_size: " << p.intermediate_size << "\n  vocab_size: " << p.vocab_size << "\n"
+    << "data:\n  train: [\"" << tok << "\"]\n  validation_fraction: 0.05\n"
+    << "  tokenizer_vocab_size: " << std::max(16, p.vocab_size) << "\n  seq_len: " << seq << "\n"
+    << "training:\n  steps: " << total_steps << "\n  micro_batch_size: " << micro_batch
+    << "\n  grad_accum_steps: 1\n  lr: 0.001\n  warmup_steps: 1\n  dtype: " << dtype
+    << "\n  seed: 1\n  log_every_steps: 1000000\n"
+    << "relora:\n  mode: " << mode << "\n";
+  if (mode != "full") {
+    // One cycle spanning the run: the timed steps are plain low-rank steps, no merge among them.
+    y << "  rank: " << rank << "\n  alpha: 32\n  dropout: 0.0\n  cycle_steps: " << total_steps
+      << "\n  restart_warmup_steps: 1\n";
+  }
+  y << "eval:\n  every_steps: 0\n  max_tokens: 1\n"
+    << "checkpoint:\n  dir: \"" << dir << "/run\"\n  every_steps: 0\n";
+  return y.str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"gpu_bench: one training configuration on a GPU through the real Trainer"};
+  std::string preset = "350m", mode = "relora", dtype = "bf16", device_name = "cuda:0", json_out;
+  int seq = 512, micro_batch = 0, rank = 128, steps = 4, warmup = 2, threads = 8;
+  double nominal_tflops = 989.0;
+  bool no_peak = false;
+  app.add_option("--preset", preset, "model preset (common/model_presets.cpp): 350m, 1b3, ...")->capture_default_str();
+  app.add_option("--mode", mode, "full or relora")->check(CLI::IsMember({"full", "relora"}))->capture_default_str();
+  app.add_option("--dtype", dtype, "bf16 (autocast, fp32 masters) or fp32")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
+  app.add_option("--device", device_name, "cuda:N (cpu for a smoke run)")->capture_default_str();
+  app.add_option("--seq", seq, "sequence length")->capture_default_str();
+  app.add_option("--micro-batch", micro_batch, "sequences per step (0: 16 for hidden <= 1024, else 8)");
+  app.add_option("--rank", rank, "ReLoRA rank")->capture_default_str();
+  app.add_option("--steps", steps, "timed steps")->check(CLI::Range(1, 100000))->capture_default_str();
+  app.add_option("--warmup-steps", warmup, "untimed steps first")->check(CLI::Range(0, 100000))->capture_default_str();
+  app.add_option("--threads", threads, "LibTorch CPU threads (model init on the host)")->capture_default_str();
+  app.add_option("--nominal-tflops", nominal_tflops, "the datasheet peak MFU is quoted against")
+      ->capture_default_str();
+  app.add_flag("--no-peak", no_peak, "skip the measured matrix-product peak");
+  app.add_option("--json", json_out, "also write the figures to this JSON file");
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::warn);
+
+  torch::Device device(torch::kCPU);
+  try {
+    device = torch::Device(device_name);
+  } catch (const std::exception&) {
+    std::cerr << "gpu_bench: '" << device_name << "' is not a device\n";
+    return 2;
+  }
+  if (device.is_cuda() && !torch::cuda::is_available()) {
+    std::cerr << "gpu_bench: " << relora::gpu_testing::kNoCudaMessage << "\n";
+    return 77;
+  }
+  const auto shape = relora::find_model_preset(preset);
+  if (!shape) {
+    std::cerr << "gpu_bench: unknown preset '" << preset << "'\n";
+    return 2;
+  }
+  if (micro_batch <= 0) micro_batch = shape->hidden_size <= 1024 ? 16 : 8;
+  const bool low_rank = mode != "full";
+
+  std::string tmpl = (std::filesystem::temp_directory_path() / "relora-gpu-bench-XXXXXX").string();
+  if (!::mkdtemp(tmpl.data())) {
+    std::perror("mkdtemp");
+    return 1;
+  }
+  const std::string dir = tmpl;
+  int rc = 0;
+  try {
+    const int total = warmup + steps;
+    const int64_t blocks = std::max<int64_t>(64, int64_t{micro_batch} * total * 2 + 16);
+    relora::gpu_testing::write_random_tokens(dir + "/train.tok", static_cast<uint32_t>(shape->vocab_size),
+                                             static_cast<size_t>(blocks * (seq + 1)));
+    auto spec = relora::parse_job_spec_yaml(
+        yaml_spec("gpu-bench-" + preset + "-" + mode + "-" + dtype, *shape, seq, micro_batch, rank, mode, dtype, total,
+                  dir + "/train.tok", dir),
+        "gpu-bench");
+    relora::resolve_job_spec(spec);
+    relora::validate_job_spec(spec);
+
+    relora::train::TrainerOptions options;
+    options.device = device;
+    options.threads = threads;
+    options.resume = false;
+    options.save_checkpoints = false;
+    options.export_model = false;
+    std::vector<double> step_seconds, losses;
+    options.on_step = [&](const relora::train::StepReport& r) {
+      step_seconds.push_back(r.step_seconds);
+      losses.push_back(r.loss);
+    };
+    reset_device_memory_peak(device);
+    const auto t0 = Clock::now();
+    relora::train::Trainer trainer(spec, options);
+    const double setup_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    const auto summary = trainer.run();
+    const DeviceMemory mem = device_memory_peak(device);
+    const double peak_rss = static_cast<double>(relora::train::peak_rss_bytes());
+
+    std::vector<double> timed(step_seconds.begin() + std::min<size_t>(warmup, step_seconds.size()),
+                              step_seconds.end());
+    const double step_s = median(timed);
+    const double tok_per_step = double(micro_batch) * seq;
+    const double tok_s = step_s > 0 ? tok_per_step / step_s : 0;
+    const Shape s{double(shape->hidden_size), double(shape->num_layers), double(shape->intermediate_size),
+                  double(shape->vocab_size), double(seq), double(rank)};
+    const double flops_token = executed_flops_per_token(s, low_rank);
+    const double achieved_tflops = flops_token * tok_s / 1e12;
+    double peak_tflops = -1;
+    if (!no_peak) peak_tflops = device.is_cuda() ? matmul_tflops(device, 8192, 10) : matmul_tflops(device, 1024, 3);
+    const double mfu_nominal = achieved_tflops / nominal_tflops;
+    const double mfu_measured = peak_tflops > 0 ? achieved_tflops / peak_tflops : -1;
+    auto gib = [](double bytes) { return bytes < 0 ? -1.0 : bytes / (1024.0 * 1024.0 * 1024.0); };
+
+    nlohmann::json out = {{"preset", preset},
+                          {"mode", mode},
+                          {"dtype", dtype},
+                          {"device", device.str()},
+                          {"torch_version", TORCH_VERSION},
+                          {"seq", seq},
+                          {"micro_batch", micro_batch},
+                          {"rank", low_rank ? rank : 0},
+                          {"warmup_steps", warmup},
+                          {"step_seconds", step_seconds},
+                          {"step_seconds_median", step_s},
+                          {"tokens_per_second", tok_s},
+                          {"executed_flops_per_token", flops_token},
+                          {"achieved_tflops", achieved_tflops},
+                          {"nominal_tflops", nominal_tflops},
+                          {"matmul_peak_tflops", peak_tflops},
+                          {"mfu_nominal", mfu_nominal},
+                          {"mfu_measured_peak", mfu_measured},
+                          {"peak_allocated_bytes", mem.peak_allocated},
+                          {"peak_reserved_bytes", mem.peak_reserved},
+                          {"peak_rss_bytes", peak_rss},
+                          {"setup_seconds", setup_s},
+                          {"trainable_parameters", summary.trainable_parameters},
+                          {"total_parameters", summary.total_parameters},
+                          {"first_loss", losses.empty() ? 0.0 : losses.front()},
+                          {"final_loss", losses.empty() ? 0.0 : losses.back()}};
+    std::printf("%s %s %s, %d x %d tokens on %s: %.0f tok/s (median step %.3f s of %zu), %.1f TFLOP/s executed, "
+                "MFU %.1f%% of %.0f, %.1f%% of measured %.0f TFLOP/s, peak device memory %.2f GiB allocated / "
+                "%.2f GiB reserved (-1: not measured), setup %.1f s\n",
+                preset.c_str(), mode.c_str(), dtype.c_str(), micro_batch, seq, device.str().c_str(), tok_s, step_s,
+                timed.size(), achieved_tflops, 100 * mfu_nominal, nominal_tflops, 100 * mfu_measured, peak_tflops,
+                gib(mem.peak_allocated), gib(mem.peak_reserved), setup_s);
+    std::printf("GPU_BENCH preset=%s mode=%s dtype=%s seq=%d micro_batch=%d tokens_per_s=%.0f step_s=%.4f "
+                "tflops=%.1f mfu_nominal=%.4f mfu_measured=%.4f peak_tflops=%.1f peak_alloc_gib=%.2f "
+                "peak_reserved_gib=%.2f final_loss=%.4f\n",
+                preset.c_str(), mode.c_str(), dtype.c_str(), seq, micro_batch, tok_s, step_s, achieved_tflops,
+                mfu_nominal, mfu_measured, peak_tflops, gib(mem.peak_allocated), gib(mem.peak_reserved),
+                losses.empty() ? 0.0 : losses.back());
+    std::fflush(stdout);
+    if (!json_out.empty()) {
+      std::ofstream f(json_out);
+      f << out.dump(2) << "\n";
+      if (!f) throw std::runtime_error("cannot write " + json_out);
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "gpu_bench: " << e.what() << "\n";
+    rc = 1;
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  return rc;
+}
