@@ -45,8 +45,9 @@ class AdamW {
   void step(double lr);
   void zero_grad();
 
-  // ReLoRA reset of the low-rank factors' exp_avg and exp_avg_sq. Per tensor:
-  //  magnitude: zero elements with |v| <= the `ratio`-quantile of |v|;
+  // ReLoRA reset of the low-rank factors' exp_avg and exp_avg_sq. Per parameter, one mask for
+  // both moments (an element never keeps exp_avg without its exp_avg_sq; see adamw.cpp):
+  //  magnitude: zero elements with |exp_avg| <= the `ratio`-quantile of |exp_avg|;
   //  random: zero each element with probability `ratio`, drawn from `seed` (same on all ranks);
   //  zero: everything. Step counters are kept (bias correction continues).
   ResetStats reset_low_rank_states(ResetMode mode, double ratio, uint64_t seed);
