@@ -40,7 +40,7 @@ relora::v1::CycleCommand plan_command(const relora::v1::JobSpec& spec, const std
     cmd.set_merge(true);
     cmd.set_optimizer_reset(spec.relora().optimizer_reset().empty() ? "none" : spec.relora().optimizer_reset());
     cmd.set_prune_ratio(spec.relora().prune_ratio());
-    cmd.set_rewarm(true);
+    cmd.set_rewarm(spec.relora().restart_warmup_steps() > 0);  // 0: jagged schedule off
   }
   return cmd;
 }

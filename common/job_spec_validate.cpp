@@ -190,9 +190,10 @@ void validate_relora(const relora::v1::JobSpec& spec) {
     fail("training.warmup_steps", std::to_string(t.warmup_steps()) + " is longer than relora.cycle_steps " +
                                       std::to_string(cycle));
   }
-  if (r.restart_warmup_steps() < 1 || r.restart_warmup_steps() >= cycle) {
-    fail("relora.restart_warmup_steps", std::to_string(r.restart_warmup_steps()) +
-                                            " must be in [1, relora.cycle_steps " + std::to_string(cycle) + ")");
+  // 0 is allowed on purpose: no re-warm after merges (ablation of the jagged schedule).
+  if (r.restart_warmup_steps() < 0 || r.restart_warmup_steps() >= cycle) {
+    fail("relora.restart_warmup_steps", std::to_string(r.restart_warmup_steps()) + " must be in [0, relora.cycle_steps " +
+                                            std::to_string(cycle) + ") (0: no re-warm after merges)");
   }
   require_one_of("relora.optimizer_reset", r.optimizer_reset(), {"magnitude", "random", "zero", "none"});
   require_range("relora.prune_ratio", r.prune_ratio(), 0, 1, false, "[0, 1]");

@@ -57,5 +57,12 @@ TEST(CommonCyclePlan, CommandsFollowTheSpec) {
   EXPECT_FALSE(end.merge() || end.enable_low_rank());
 }
 
+TEST(CommonCyclePlan, NoRewarmWithoutRestartWarmup) {
+  auto s = spec("{mode: relora, cycle_steps: 250, restart_warmup_steps: 0}");
+  auto merge = plan_command(s, kBoundaryCycleEnd, 250);
+  EXPECT_TRUE(merge.merge());
+  EXPECT_FALSE(merge.rewarm());
+}
+
 }  // namespace
 }  // namespace relora

@@ -300,6 +300,17 @@ TEST(JobSpec, CycleMustDivideLowRankPhase) {
   EXPECT_THAT(error_of(with_relora("relora: {rank: 8}\n")), StartsWith("relora.cycle_steps: required"));
 }
 
+// restart_warmup_steps: 0 is the jagged-schedule ablation (no re-warm after merges); it must stay
+// 0 rather than fall back to the default, and negative or cycle-long re-warms are still errors.
+TEST(JobSpec, RestartWarmupZeroTurnsTheJaggedScheduleOff) {
+  EXPECT_EQ(error_of(with_relora("relora: {cycle_steps: 250, restart_warmup_steps: 0}\n")), "");
+  EXPECT_EQ(resolved(with_relora("relora: {cycle_steps: 250, restart_warmup_steps: 0}\n")).relora().restart_warmup_steps(), 0);
+  EXPECT_EQ(error_of(with_relora("relora: {cycle_steps: 250, restart_warmup_steps: -1}\n")),
+            "relora.restart_warmup_steps: -1 must be in [0, relora.cycle_steps 250) (0: no re-warm after merges)");
+  EXPECT_THAT(error_of(with_relora("relora: {cycle_steps: 250, restart_warmup_steps: 250}\n")),
+              StartsWith("relora.restart_warmup_steps: 250 must be in [0, relora.cycle_steps 250)"));
+}
+
 TEST(JobSpec, WarmupLongerThanCycle) {
   std::string y = kMinimal;
   y.replace(y.find("  steps: 1000"), 13, "  steps: 1000\n  warmup_steps: 600");

@@ -38,6 +38,24 @@ relora: {mode: relora, warm_start_steps: 200, cycle_steps: 250, restart_warmup_s
   return spec;
 }
 
+// restart_warmup_steps: 0 (the ablation without the jagged schedule): merges keep the cosine's
+// rate instead of dropping to 0.
+TEST(TrainSchedule, ZeroRestartWarmupKeepsTheCosineAcrossMerges) {
+  auto spec = parse_job_spec_yaml(R"(
+name: sched
+model: {preset: nano}
+data: {train: [x.txt]}
+training: {steps: 1000, lr: 0.001, warmup_steps: 100}
+relora: {mode: relora, cycle_steps: 250, restart_warmup_steps: 0}
+)");
+  resolve_job_spec(spec);
+  validate_job_spec(spec);
+  JobSchedule js(spec);
+  CosineSchedule plain{1000, 100, 0, 0, 0.1};
+  for (int64_t t : {249, 250, 251, 500, 750, 999}) EXPECT_DOUBLE_EQ(js.lr(t), 0.001 * lr_multiplier(plain, t)) << t;
+  EXPECT_EQ(js.cycle(250), 1);
+}
+
 TEST(TrainSchedule, WarmStartThenRebuiltJaggedSchedule) {
   auto spec = spec_with_warm_start();
   JobSchedule js(spec);
