@@ -9,6 +9,8 @@
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/util/json_util.h>
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -20,7 +22,6 @@
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <vector>
@@ -86,20 +87,77 @@ std::optional<T> parse_integer(std::string s) {
   return static_cast<T>(d);
 }
 
+// Matches [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)? by hand. (This was a std::regex:
+// libstdc++'s regex executor recurses once per character, so a 20,000-digit number overflowed the
+// stack and killed the process that parsed the spec — the CLI, or the coordinator serving
+// SubmitJob. Found by tests/fuzz/fuzz_job_spec.)
+bool is_decimal(const std::string& s) {
+  size_t i = 0;
+  const size_t n = s.size();
+  auto digits = [&] {
+    const size_t first = i;
+    while (i < n && s[i] >= '0' && s[i] <= '9') ++i;
+    return i - first;
+  };
+  if (i < n && (s[i] == '+' || s[i] == '-')) ++i;
+  const size_t whole = digits();
+  if (i < n && s[i] == '.') {
+    ++i;
+    if (digits() == 0 && whole == 0) return false;
+  } else if (whole == 0) {
+    return false;
+  }
+  if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < n && (s[i] == '+' || s[i] == '-')) ++i;
+    if (digits() == 0) return false;
+  }
+  return i == n;
+}
+
 // YAML float text -> JSON (a number, or protobuf's "Infinity"/"NaN" strings for YAML's .inf/.nan).
 std::optional<json> parse_double(std::string s) {
-  static const std::regex kDecimal(R"([-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?)");
-  static const std::regex kInf(R"([-+]?\.(inf|Inf|INF))");
-  static const std::regex kNan(R"(\.(nan|NaN|NAN))");
-  if (std::regex_match(s, kInf)) return json(s[0] == '-' ? "-Infinity" : "Infinity");
-  if (std::regex_match(s, kNan)) return json("NaN");
-  // The regex keeps out what from_chars would otherwise accept ("inf", "nan", hex floats).
-  if (!std::regex_match(s, kDecimal)) return std::nullopt;
+  for (const char* inf : {".inf", ".Inf", ".INF"}) {
+    if (s == inf || s == std::string("+") + inf) return json("Infinity");
+    if (s == std::string("-") + inf) return json("-Infinity");
+  }
+  if (s == ".nan" || s == ".NaN" || s == ".NAN") return json("NaN");
+  // Keeps out what from_chars would otherwise accept ("inf", "nan", hex floats).
+  if (!is_decimal(s)) return std::nullopt;
   if (s[0] == '+') s.erase(0, 1);
   double d = 0;
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), d);  // locale-independent
   if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
   return json(d);
+}
+
+// Protobuf string fields hold UTF-8, and the JSON step below throws on anything else (a
+// nlohmann::json::type_error escaped the parser before this check; found by fuzz_job_spec).
+// Rejects overlong forms, surrogates and code points above U+10FFFF, as strict decoders do.
+bool is_valid_utf8(const std::string& s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned char c = p[i];
+    size_t len = 0;
+    uint32_t cp = 0;
+    if (c < 0x80) { ++i; continue; }
+    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
+    else return false;
+    if (i + len > n) return false;
+    for (size_t k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF)) {
+      return false;
+    }
+    i += len;
+  }
+  return true;
 }
 
 // Walks one YAML document next to the JobSpec descriptor and builds protobuf-JSON.
@@ -193,7 +251,10 @@ class YamlToJson {
         if (YAML::convert<bool>::decode(node, b)) out = b;
         break;
       }
-      default: out = s; break;  // strings and enum names (protobuf resolves the latter)
+      default:  // strings and enum names (protobuf resolves the latter)
+        if (!is_valid_utf8(s)) fail(path + ": expected UTF-8 text, got bytes that are not valid UTF-8", node);
+        out = s;
+        break;
     }
     if (!out) {
       // An integer that does not fit the field (e.g. 3e9 for an int32) also lands here.
@@ -216,9 +277,53 @@ class YamlToJson {
 
 }  // namespace
 
+namespace {
+
+// Records where each document starts; everything else is ignored.
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> starts;
+  void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+// yaml-cpp 0.7 (Debian 12) does not consume a token it cannot place, such as a ',' outside a
+// flow collection: it reports an empty document and starts the next one at the same token,
+// forever, so YAML::LoadAll(",") allocates until the process dies (found by
+// tests/fuzz/fuzz_job_spec). This pass walks the documents first and stops at a document that
+// starts where the previous one did, reporting a syntax error there.
+void check_yaml_terminates(const std::string& yaml_text, const std::string& source) {
+  std::istringstream in(yaml_text);
+  YAML::Parser parser(in);
+  DocumentStarts docs;
+  while (parser.HandleNextDocument(docs)) {
+    const auto& s = docs.starts;
+    if (s.size() >= 2 && s[s.size() - 1].pos == s[s.size() - 2].pos) {
+      const YAML::Mark& at = s.back();
+      std::string what = "unexpected input";
+      if (at.pos >= 0 && static_cast<size_t>(at.pos) < yaml_text.size()) {
+        const unsigned char c = static_cast<unsigned char>(yaml_text[static_cast<size_t>(at.pos)]);
+        if (c >= 0x20 && c < 0x7f) what = std::string("unexpected '") + static_cast<char>(c) + "'";
+      }
+      throw JobSpecError(source + ":" + std::to_string(at.line + 1) + ":" + std::to_string(at.column + 1) +
+                         ": YAML syntax error: " + what);
+    }
+  }
+}
+
+}  // namespace
+
 relora::v1::JobSpec parse_job_spec_yaml(const std::string& yaml_text, const std::string& source) {
   std::vector<YAML::Node> docs;
   try {
+    check_yaml_terminates(yaml_text, source);
     docs = YAML::LoadAll(yaml_text);
   } catch (const YAML::ParserException& e) {
     throw JobSpecError(source + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
@@ -234,11 +339,17 @@ relora::v1::JobSpec parse_job_spec_yaml(const std::string& yaml_text, const std:
   }
   const Descriptor* root = relora::v1::JobSpec::descriptor();
   const json j = YamlToJson(source, root).message(docs[0], root, "");
+  std::string j_text;
+  try {
+    j_text = j.dump();
+  } catch (const json::exception& e) {  // the walker checks UTF-8, so only a bug gets here
+    throw JobSpecError(source + ": " + e.what());
+  }
 
   relora::v1::JobSpec spec;
   google::protobuf::util::JsonParseOptions opts;
   opts.ignore_unknown_fields = false;
-  const auto status = google::protobuf::util::JsonStringToMessage(j.dump(), &spec, opts);
+  const auto status = google::protobuf::util::JsonStringToMessage(j_text, &spec, opts);
   // The walker already checked names and types, so this only fires on a bug in the walker.
   if (!status.ok()) throw JobSpecError(source + ": " + status.ToString());
   return spec;

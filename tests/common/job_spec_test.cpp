@@ -392,5 +392,51 @@ TEST(JobSpec, FromJsonRejectsUnknownFields) {
   EXPECT_THROW(job_spec_from_json("not json"), JobSpecError);
 }
 
+// Regressions found by fuzzing (tests/fuzz/fuzz_job_spec, docs/reliability.md "Bad input").
+// A number far longer than any real one: the float syntax check was a std::regex, whose
+// executor recursed once per character and overflowed the stack (a crash of the CLI, or of the
+// coordinator parsing a submitted spec).
+TEST(JobSpecFuzzRegression, VeryLongNumbersAreParsedWithoutRecursion) {
+  const std::string digits(1000000, '1');
+  auto training = [](const std::string& extra) {
+    std::string y = kMinimal;
+    return y.replace(y.find("  steps: 1000"), 13, "  steps: 1000\n  " + extra);
+  };
+  EXPECT_EQ(error_of(training("lr: 0." + digits)), "");
+  EXPECT_DOUBLE_EQ(resolved(training("lr: 0.000" + digits)).training().lr(), 0.0001111111111111111);
+  EXPECT_THAT(error_of(training("lr: " + digits + "x")), HasSubstr("training.lr: expected a number"));
+  EXPECT_THAT(error_of(training("log_every_steps: " + digits)), HasSubstr("training.log_every_steps: expected an integer"));
+  // The hand-written matcher accepts exactly what the regex did.
+  for (const char* ok : {"1", "-1", "+1.5", ".5", "5.", "1e3", "1E-3", "-.5e+2", ".inf", "-.Inf", "+.INF"}) {
+    EXPECT_EQ(error_of(training(std::string("adam_eps: ") + ok)).find("expected a number"), std::string::npos) << ok;
+  }
+  for (const char* bad : {".", "e3", "1e", "1e+", "--1", "0x10", "inf", "nan", "1.2.3", "+", ".e1", "1 2"}) {
+    EXPECT_THAT(error_of(training(std::string("adam_eps: '") + bad + "'")), HasSubstr("training.adam_eps: expected a number")) << bad;
+  }
+}
+
+// A ',' outside a flow collection: yaml-cpp 0.7 reported an empty document and began the next
+// at the same ',' forever, so YAML::LoadAll allocated until the process was killed.
+TEST(JobSpecFuzzRegression, StrayCommaIsASyntaxErrorNotAnEndlessParse) {
+  EXPECT_THAT(error_of(","), HasSubstr("job.yaml:1:1: YAML syntax error: unexpected ','"));
+  EXPECT_THAT(error_of(", a: {b: c}"), HasSubstr("job.yaml:1:1: YAML syntax error"));
+  EXPECT_THAT(error_of("name: x\n,\n"), HasSubstr("job.yaml:"));
+  EXPECT_THAT(error_of("a: 1\n---\nb: 2\n"), HasSubstr("expected one YAML document, found 2"));
+}
+
+// Bytes that are not UTF-8 in a string field: the YAML-to-JSON step threw nlohmann's type_error
+// (not a JobSpecError, so the CLI and the coordinator's SubmitJob did not report it as a bad spec).
+TEST(JobSpecFuzzRegression, InvalidUtf8IsAJobSpecErrorNamingTheField) {
+  std::string y = kMinimal;
+  EXPECT_THAT(error_of("name: \"run\xf5\"\n" + y.substr(y.find("model:"))),
+              HasSubstr("job.yaml: name: expected UTF-8 text"));
+  EXPECT_THAT(error_of(y + "  optimizer_reset: \"\xc0\xafx\"\n"), HasSubstr("relora.optimizer_reset: expected UTF-8"));
+  EXPECT_THAT(error_of("name: x\nmodel: {preset: nano}\ndata: {train: [\"a\xed\xa0\x80\"]}\ntraining: {steps: 10}\n"),
+              HasSubstr("data.train[0]: expected UTF-8"));
+  // Real UTF-8 passes through unchanged.
+  EXPECT_EQ(resolved("name: x\ndata: {train: [\"d\xc3\xa9j\xc3\xa0/\xf0\x9f\x98\x80.txt\"]}\n").data().train(0),
+            "d\xc3\xa9j\xc3\xa0/\xf0\x9f\x98\x80.txt");
+}
+
 }  // namespace
 }  // namespace relora

@@ -166,5 +166,24 @@ TEST(DataTokenFile, TokenizesTinyStoriesWithOneEosPerDocument) {
   EXPECT_LT(*std::max_element(file.data(), file.data() + file.size()), 32000u);
 }
 
+// Regression found by fuzzing (tests/fuzz/fuzz_token_file, docs/reliability.md "Bad input"): a
+// file with a valid checksum but an id at or beyond its own vocab_size was accepted; the pipeline
+// checks only the header's vocab_size against the model, so the id reached the embedding.
+TEST(DataTokenFile, IdsBeyondTheVocabularyAreRejectedNamingTheFile) {
+  TempDir dir;
+  const std::string path = dir.file("ids.tok");
+  write_token_file(path, {1, 2, 31, 32, 0}, 32, 1);
+  std::string error = error_of([&] { TokenFile file(path); });
+  EXPECT_NE(error.find(path), std::string::npos) << error;
+  EXPECT_NE(error.find("token 3 has id 32, outside the file's vocab_size 32"), std::string::npos) << error;
+  // The cheap header-only open (the cache's reuse check) does not read the ids.
+  EXPECT_EQ(error_of([&] { TokenFile file(path, /*verify_checksum=*/false); }), "<no exception>");
+  // The fuzzer's input: a corrupt header whose vocab_size (here 0) no id can be below.
+  write_token_file(path, {0}, 0, 1);
+  EXPECT_NE(error_of([&] { TokenFile file(path); }).find("outside the file's vocab_size 0"), std::string::npos);
+  write_token_file(path, {0, 31}, 32, 1);
+  EXPECT_EQ(error_of([&] { TokenFile file(path); }), "<no exception>");
+}
+
 }  // namespace
 }  // namespace relora::data

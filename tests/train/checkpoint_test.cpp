@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -123,6 +124,99 @@ TEST(TrainSafetensors, WritesTheStandardLayout) {
   auto back = read_safetensors(path);
   EXPECT_EQ(back.metadata.at("format"), "pt");
   EXPECT_TRUE(torch::equal(back.tensors.at("a"), torch::ones({2, 2})));
+}
+
+// Regressions found by fuzzing (tests/fuzz/fuzz_safetensors and fuzz_checkpoint, docs/reliability.md
+// "Bad input"): each input below crashed the reader (an escaping nlohmann exception, undefined
+// behaviour, an unchecked allocation) or was accepted. Each must now be a std::runtime_error
+// naming the file and the problem.
+std::string write_safetensors_header(const TempDir& dir, const std::string& name, const std::string& header,
+                                     size_t data_bytes) {
+  const std::string path = dir.file(name);
+  std::ofstream out(path, std::ios::binary);
+  const uint64_t n = header.size();
+  out.write(reinterpret_cast<const char*>(&n), 8);
+  out << header << std::string(data_bytes, '\0');
+  return path;
+}
+
+std::string read_error(const std::string& path) {
+  try {
+    read_safetensors(path);
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  return "<no exception>";
+}
+
+TEST(TrainSafetensorsFuzzRegression, MalformedHeadersAreErrorsNamingTheFile) {
+  TempDir dir;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"__metadata__":"x"})", "__metadata__ is not a JSON object"},
+      {R"({"t":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}})", "shape too large"},
+      {R"({"t":{"dtype":"U8","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", "shape too large"},
+      {R"({"t":{"dtype":"F32","shape":[1e300],"data_offsets":[0,4]}})", "dimension that is not an integer"},
+      {R"({"t":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", "negative dimension"},
+      {R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[0,1e300]}})", "data_offsets is not a pair"},
+      {R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}})", "data_offsets is not a pair"},
+      {R"({"t":{"dtype":"F32","shape":7,"data_offsets":[0,4]}})", "lacks shape or data_offsets"},
+      {R"({"t":[1,2]})", "is not described by a JSON object"},
+      {R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}})",
+       "tensors 'a' and 'b' overlap"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const std::string path = write_safetensors_header(dir, "case" + std::to_string(i), cases[i].first, 8);
+    const std::string error = read_error(path);
+    EXPECT_NE(error.find(path), std::string::npos) << cases[i].first << ": " << error;
+    EXPECT_NE(error.find(cases[i].second), std::string::npos) << cases[i].first << ": " << error;
+  }
+  // Empty tensors may share an offset; zero-sized dimensions next to huge ones are fine.
+  const std::string ok = write_safetensors_header(
+      dir, "ok", R"({"a":{"dtype":"U8","shape":[0],"data_offsets":[0,0]},"b":{"dtype":"U8","shape":[0,4611686018427387904],"data_offsets":[0,0]},"c":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", 2);
+  EXPECT_EQ(read_error(ok), "<no exception>");
+}
+
+TEST(TrainCheckpointFuzzRegression, MalformedManifestsAreErrorsNamingTheFile) {
+  TempDir dir;
+  CheckpointStore store(dir.path(), 3);
+  const std::string path = store.save(4, {}, sample_tensors(1));
+  std::ifstream in(path + "/meta.json");
+  const nlohmann::json good = nlohmann::json::parse(in);
+  auto with = [&](const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json m = good;
+    edit(m);
+    return m.dump();
+  };
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"4", "checkpoint metadata is not a JSON object"},
+      {"[1, 2]", "checkpoint metadata is not a JSON object"},
+      {R"({"format": 1, "version": 1})", "not a relora checkpoint of version 1"},
+      {with([](auto& m) { m["version"] = "1"; }), "not a relora checkpoint of version 1"},
+      {with([](auto& m) { m.erase("files"); }), "must record the state's size and CRC-32"},
+      {with([](auto& m) { m["files"] = 3; }), "must record the state's size and CRC-32"},
+      {with([](auto& m) { m["files"]["state.safetensors"]["bytes"] = -1.5e300; }), "must record the state's size"},
+      {with([](auto& m) { m["files"]["state.safetensors"]["crc32"] = "x"; }), "must record the state's size"},
+      {with([](auto& m) { m["files"]["state.safetensors"]["crc32"] = uint64_t{1} << 40; }), "must record the state's size"},
+      {with([](auto& m) { m["step"] = 1e300; }), "step is missing or not a non-negative integer"},
+      {with([](auto& m) { m["step"] = -3; }), "step is missing or not a non-negative integer"},
+      {with([](auto& m) { m.erase("step"); }), "step is missing or not a non-negative integer"},
+  };
+  for (const auto& [meta, expected] : cases) {
+    std::ofstream(path + "/meta.json", std::ios::trunc) << meta;
+    try {
+      load_checkpoint(path);
+      ADD_FAILURE() << "accepted " << meta;
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find(path + "/meta.json"), std::string::npos) << meta << ": " << e.what();
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << meta << ": " << e.what();
+    }
+  }
+  // load_latest reports such a checkpoint as skipped rather than failing the resume.
+  std::vector<std::string> skipped;
+  EXPECT_FALSE(store.load_latest(&skipped).has_value());
+  EXPECT_EQ(skipped.size(), 1u);
+  std::ofstream(path + "/meta.json", std::ios::trunc) << good.dump();
+  EXPECT_EQ(load_checkpoint(path).step, 4);
 }
 
 }  // namespace

@@ -189,6 +189,16 @@ TokenFile::TokenFile(const std::string& path, bool verify_checksum) : path_(path
       throw reject("checksum mismatch (stored crc32 " + std::to_string(stored) + ", computed " +
                    std::to_string(actual) + "): the file is corrupt");
     }
+    // Every id must index the vocabulary the header declares: the data pipeline checks only the
+    // header's vocab_size against the model, so an id beyond it would reach the embedding (an
+    // index error on CPU, a device-side assert that kills the process on CUDA). Found by
+    // tests/fuzz/fuzz_token_file; checked with the checksum, as both read every token.
+    for (uint64_t i = 0; i < count_; ++i) {
+      if (tokens_[i] >= vocab_size_) {
+        throw reject("token " + std::to_string(i) + " has id " + std::to_string(tokens_[i]) +
+                     ", outside the file's vocab_size " + std::to_string(vocab_size_));
+      }
+    }
   }
 }
 

@@ -18,7 +18,7 @@ void write_token_file(const std::string& path, const std::vector<uint32_t>& toke
 class TokenFile {
  public:
   // Maps the file read-only. Throws std::runtime_error naming the path if the magic, version,
-  // size or (when verify_checksum) the checksum is wrong.
+  // size or (when verify_checksum) the checksum is wrong or a token id is not below vocab_size.
   explicit TokenFile(const std::string& path, bool verify_checksum = true);
   TokenFile(TokenFile&&) noexcept;
   TokenFile& operator=(TokenFile&&) noexcept;

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <optional>
 #include <stdexcept>
 
 #include <spdlog/spdlog.h>
@@ -163,19 +165,43 @@ Checkpoint load_checkpoint(const std::string& path) {
   } catch (const std::exception& e) {
     throw std::runtime_error(meta_path + ": unreadable checkpoint metadata: " + e.what());
   }
-  if (meta.value("format", "") != kFormat || meta.value("version", 0) != kVersion)
+  // Every field is checked for its type before use: nlohmann's value()/get() throw their own
+  // exceptions (with neither the file nor the field named) on a wrong type, and convert
+  // out-of-range floats with undefined behaviour (found by tests/fuzz/fuzz_checkpoint).
+  if (!meta.is_object()) throw std::runtime_error(meta_path + ": checkpoint metadata is not a JSON object");
+  const auto format = meta.find("format");
+  const auto version = meta.find("version");
+  if (format == meta.end() || *format != kFormat || version == meta.end() || !version->is_number_integer() ||
+      *version != kVersion)
     throw std::runtime_error(meta_path + ": not a relora checkpoint of version " + std::to_string(kVersion));
+  // A non-negative integer field of `obj` no larger than `max`, or nullopt.
+  const auto unsigned_field = [](const nlohmann::json& obj, const char* key, uint64_t max) -> std::optional<uint64_t> {
+    const auto it = obj.find(key);
+    if (it == obj.end() || !it->is_number_unsigned() || it->get<uint64_t>() > max) return std::nullopt;
+    return it->get<uint64_t>();
+  };
+  std::optional<uint64_t> expected_bytes, expected_crc;
+  if (const auto files = meta.find("files"); files != meta.end() && files->is_object()) {
+    if (const auto state = files->find(kStateFile); state != files->end() && state->is_object()) {
+      expected_bytes = unsigned_field(*state, "bytes", std::numeric_limits<uint64_t>::max());
+      expected_crc = unsigned_field(*state, "crc32", std::numeric_limits<uint32_t>::max());
+    }
+  }
+  if (!expected_bytes || !expected_crc)
+    throw std::runtime_error(meta_path + ": files." + kStateFile +
+                             " must record the state's size and CRC-32 (bytes, crc32: non-negative integers)");
+  const auto step = unsigned_field(meta, "step", static_cast<uint64_t>(std::numeric_limits<int64_t>::max()));
+  if (!step) throw std::runtime_error(meta_path + ": step is missing or not a non-negative integer");
   if (!fs::exists(state_path)) throw std::runtime_error(state_path + ": missing");
   const FileDigest digest = digest_file(state_path);
-  const auto& expected = meta["files"][kStateFile];
-  if (digest.bytes != expected.value("bytes", uint64_t{0}))
+  if (digest.bytes != *expected_bytes)
     throw std::runtime_error(state_path + ": size " + std::to_string(digest.bytes) + " bytes, expected " +
-                             std::to_string(expected.value("bytes", uint64_t{0})) + " (truncated?)");
-  if (digest.crc != expected.value("crc32", uint32_t{0}))
+                             std::to_string(*expected_bytes) + " (truncated?)");
+  if (digest.crc != *expected_crc)
     throw std::runtime_error(state_path + ": checksum mismatch (file is corrupt)");
 
   Checkpoint ckpt;
-  ckpt.step = meta.value("step", int64_t{0});
+  ckpt.step = static_cast<int64_t>(*step);
   ckpt.meta = std::move(meta);
   ckpt.state = read_safetensors(state_path);
   ckpt.path = dir;

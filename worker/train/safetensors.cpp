@@ -1,8 +1,10 @@
 #include "worker/train/safetensors.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
@@ -99,40 +101,75 @@ SafetensorsFile read_safetensors(const std::string& path) {
   const uint64_t data_start = 8 + header_len;
   const uint64_t data_size = file_size - data_start;
 
+  // Every entry is checked before anything is allocated, so that no header can make us allocate
+  // more than the file holds. Non-integer, negative or overflowing numbers, a non-object
+  // __metadata__ and overlapping data ranges (one 1 MB range named by thousands of tensors) were
+  // all accepted or crashed before (tests/fuzz/fuzz_safetensors, docs/reliability.md).
+  struct Entry {
+    std::string name;
+    torch::ScalarType dtype;
+    std::vector<int64_t> shape;
+    uint64_t begin = 0, end = 0;
+  };
+  std::vector<Entry> entries;
   SafetensorsFile result;
   for (auto it = header.begin(); it != header.end(); ++it) {
-    if (it.key() == "__metadata__") {
+    const std::string& name = it.key();
+    if (name == "__metadata__") {
+      if (!it->is_object()) fail(path, "__metadata__ is not a JSON object");
       for (auto m = it->begin(); m != it->end(); ++m)
         result.metadata[m.key()] = m->is_string() ? m->get<std::string>() : m->dump();
       continue;
     }
     const auto& info = *it;
-    torch::ScalarType dtype;
-    if (!info.contains("dtype") || !info["dtype"].is_string() ||
-        !name_to_dtype(info["dtype"].get<std::string>(), &dtype))
-      fail(path, "tensor '" + it.key() + "' has a missing or unsupported dtype");
-    std::vector<int64_t> shape;
-    uint64_t begin = 0, end = 0;
-    try {
-      shape = info.at("shape").get<std::vector<int64_t>>();
-      begin = info.at("data_offsets").at(0).get<uint64_t>();
-      end = info.at("data_offsets").at(1).get<uint64_t>();
-    } catch (const std::exception&) {
-      fail(path, "tensor '" + it.key() + "' lacks shape or data_offsets");
+    const std::string what = "tensor '" + name + "' ";
+    if (!info.is_object()) fail(path, what + "is not described by a JSON object");
+    Entry e;
+    e.name = name;
+    const auto dtype = info.find("dtype");
+    if (dtype == info.end() || !dtype->is_string() || !name_to_dtype(dtype->get<std::string>(), &e.dtype))
+      fail(path, what + "has a missing or unsupported dtype");
+    const auto shape = info.find("shape");
+    const auto offsets = info.find("data_offsets");
+    if (shape == info.end() || !shape->is_array() || offsets == info.end() || !offsets->is_array())
+      fail(path, what + "lacks shape or data_offsets");
+    // numel, and the product of the non-zero dimensions (LibTorch's strides), must fit an int64.
+    uint64_t numel = 1, extent = 1;
+    for (const auto& d : *shape) {
+      if (d.is_number_integer() && !d.is_number_unsigned()) fail(path, what + "has a negative dimension");
+      if (!d.is_number_unsigned()) fail(path, what + "has a dimension that is not an integer");
+      const uint64_t dim = d.get<uint64_t>();
+      if (__builtin_mul_overflow(extent, std::max<uint64_t>(dim, 1), &extent) ||
+          extent > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        fail(path, what + "has a shape too large to address");
+      numel *= dim;  // <= extent, so no overflow
+      e.shape.push_back(static_cast<int64_t>(dim));
     }
-    int64_t numel = 1;
-    for (auto d : shape) {
-      if (d < 0) fail(path, "tensor '" + it.key() + "' has a negative dimension");
-      numel *= d;
-    }
-    const uint64_t bytes = static_cast<uint64_t>(numel) * c10::elementSize(dtype);
-    if (end < begin || end > data_size || end - begin != bytes)
-      fail(path, "tensor '" + it.key() + "' data range does not match its shape or the file size");
-    auto t = torch::empty(shape, torch::TensorOptions().dtype(dtype));
-    in.seekg(static_cast<std::streamoff>(data_start + begin));
-    in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(bytes));
-    if (!in) fail(path, "truncated while reading tensor '" + it.key() + "'");
-    result.tensors.emplace(it.key(), std::move(t));
+    if (offsets->size() != 2 || !(*offsets)[0].is_number_unsigned() || !(*offsets)[1].is_number_unsigned())
+      fail(path, what + "data_offsets is not a pair of non-negative integers");
+    e.begin = (*offsets)[0].get<uint64_t>();
+    e.end = (*offsets)[1].get<uint64_t>();
+    uint64_t bytes = 0;
+    if (__builtin_mul_overflow(numel, static_cast<uint64_t>(c10::elementSize(e.dtype)), &bytes) ||
+        e.end < e.begin || e.end > data_size || e.end - e.begin != bytes)
+      fail(path, what + "data range does not match its shape or the file size");
+    entries.push_back(std::move(e));
+  }
+  std::vector<const Entry*> by_offset;
+  for (const auto& e : entries)
+    if (e.end > e.begin) by_offset.push_back(&e);
+  std::sort(by_offset.begin(), by_offset.end(), [](const Entry* a, const Entry* b) { return a->begin < b->begin; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    if (by_offset[i]->begin < by_offset[i - 1]->end)
+      fail(path, "tensors '" + by_offset[i - 1]->name + "' and '" + by_offset[i]->name + "' overlap");
+  }
+
+  for (auto& e : entries) {
+    auto t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype));
+    in.seekg(static_cast<std::streamoff>(data_start + e.begin));
+    in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.end - e.begin));
+    if (!in) fail(path, "truncated while reading tensor '" + e.name + "'");
+    result.tensors.emplace(std::move(e.name), std::move(t));
   }
   return result;
 }
