@@ -17,6 +17,8 @@ PACKAGES=(
   fortunes
   # Test-time tools.
   python3 python3-numpy prometheus yamllint shellcheck
+  # Plots of the quality experiment (bench/quality/report.py, docs/results.md).
+  python3-matplotlib
 )
 
 missing=()

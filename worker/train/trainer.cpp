@@ -86,6 +86,9 @@ Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
   optimizer_ = std::make_unique<AdamW>(AdamWOptions{tr.adam_beta1(), tr.adam_beta2(), tr.adam_eps(), tr.weight_decay()});
   if (!spec_.relora().warm_start_checkpoint().empty()) load_warm_start_weights(spec_.relora().warm_start_checkpoint());
   register_trainable_parameters();
+  // The start of the total update W_final - W_init. Taken here, before any resume, so that a resumed
+  // process rebuilds the same reference from the seed (or the warm-start checkpoint).
+  initial_weights_ = export_layer_weights();
   batch_ = torch::empty({geometry_.micro_batch, data_->seq_len()},
                         torch::TensorOptions(torch::kInt64).pinned_memory(options_.device.is_cuda()));
 }
@@ -123,12 +126,55 @@ void Trainer::enable_low_rank(uint64_t seed) {
   register_trainable_parameters();
   monitor_->trainable_changed(model_->count_trainable_parameters());
   if (auto* w = spectrum_weight()) spectrum_reference_ = w->detach().clone();
+  low_rank_start_weights_ = export_layer_weights();
 }
 
 torch::Tensor* Trainer::spectrum_weight() {
   for (auto& [name, linear] : model_->relora_linears())
     if (name == options_.spectrum_layer) return &linear->weight;
   return nullptr;
+}
+
+// W + s·B·A (what an export holds) of the layers in options_.spectrum_export_layers, on the host.
+std::map<std::string, torch::Tensor> Trainer::export_layer_weights() {
+  std::map<std::string, torch::Tensor> out;
+  for (auto& [name, linear] : model_->relora_linears()) {
+    const auto& wanted = options_.spectrum_export_layers;
+    if (std::find(wanted.begin(), wanted.end(), name) != wanted.end()) out[name] = linear->merged_weight().cpu();
+  }
+  return out;
+}
+
+// <checkpoint.dir>/update_spectrum.json: the singular values of each export layer's total update
+// since the job start and, in the low-rank modes, since the low-rank start (the update the adapters
+// made: LoRA's has rank <= r, ReLoRA's can exceed it). Written to a temporary name, then renamed.
+void Trainer::write_update_spectra() {
+  const auto to_json = [](const UpdateSpectrum& s) {
+    return nlohmann::json{{"rank_above_threshold", s.rank_above_threshold},
+                          {"threshold", s.threshold},
+                          {"singular_values", s.singular_values}};
+  };
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& [name, now] : export_layer_weights()) {
+    nlohmann::json layer = {{"name", name}, {"shape", {now.size(0), now.size(1)}}};
+    if (auto it = initial_weights_.find(name); it != initial_weights_.end())
+      layer["since_init"] = to_json(update_spectrum(now, it->second));
+    if (auto it = low_rank_start_weights_.find(name); it != low_rank_start_weights_.end())
+      layer["since_low_rank_start"] = to_json(update_spectrum(now, it->second));
+    layers.push_back(std::move(layer));
+  }
+  nlohmann::json doc = {{"mode", spec_.relora().mode()},
+                        {"step", step_},
+                        {"lora_rank", low_rank_mode() ? spec_.relora().rank() : 0},
+                        {"low_rank_start_step", low_rank_mode() ? schedule_.low_rank_start() : step_},
+                        {"merges", merges_},
+                        {"relative_threshold", kRelativeRankThreshold},
+                        {"layers", layers}};
+  const std::string path = spec_.checkpoint().dir() + "/update_spectrum.json";
+  std::filesystem::create_directories(spec_.checkpoint().dir());
+  std::ofstream(path + ".tmp", std::ios::trunc) << doc.dump(1) << "\n";
+  std::filesystem::rename(path + ".tmp", path);
+  event("update spectra written to " + path);
 }
 
 // The paper's analysis, live: how many directions the merged updates of one layer span so far.
@@ -327,6 +373,7 @@ void Trainer::save_checkpoint() {
     tensors.emplace_back("rng/cpu", gen.get_state());
   }
   if (spectrum_reference_.defined()) tensors.emplace_back("ref/spectrum_layer", spectrum_reference_);
+  for (const auto& [name, w] : low_rank_start_weights_) tensors.emplace_back("ref/low_rank_start/" + name, w);
   nlohmann::json meta = {{"step", step_},
                          {"merges", merges_},
                          {"optimizer_resets", optimizer_resets_},
@@ -397,6 +444,10 @@ bool Trainer::resume_from_checkpoint() {
   }
   auto ref = ckpt->state.tensors.find("ref/spectrum_layer");
   if (ref != ckpt->state.tensors.end()) spectrum_reference_ = ref->second.to(options_.device);
+  for (const auto& name : options_.spectrum_export_layers) {
+    auto it = ckpt->state.tensors.find("ref/low_rank_start/" + name);
+    if (it != ckpt->state.tensors.end()) low_rank_start_weights_[name] = it->second.to(torch::kCPU, torch::kFloat);
+  }
   auto rng = ckpt->state.tensors.find("rng/cpu");
   if (rng != ckpt->state.tensors.end()) {
     auto gen = at::detail::getDefaultCPUGenerator();
@@ -501,6 +552,8 @@ TrainSummary Trainer::run() {
     EvalReport final_eval = evaluate();
     summary.eval_loss = final_eval.loss;
     summary.eval_perplexity = final_eval.perplexity;
+    if (options_.rank == 0 && options_.save_checkpoints && !options_.spectrum_export_layers.empty())
+      write_update_spectra();
     if (options_.export_model && options_.rank == 0) {
       auto info = export_hf_model(model_, data_->tokenizer_path(), data_->eos_id(), data_->pad_id(),
                                   spec_.checkpoint().dir() + "/export");

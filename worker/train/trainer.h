@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -90,6 +91,10 @@ struct TrainerOptions {
   TrainMetrics* metrics = nullptr;         // Prometheus in workers; nullptr: none
   // The layer whose total update (W_now - W_start of the low-rank phase) is analysed at merges.
   std::string spectrum_layer = "model.layers.0.self_attn.q_proj";
+  // Projections whose full singular-value spectra are written to <checkpoint.dir>/update_spectrum.json
+  // when the job completes (rank 0): one attention and one MLP matrix, as in the paper's analysis
+  // (bench/quality plots them). Names that the model lacks are skipped.
+  std::vector<std::string> spectrum_export_layers = {"model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj"};
   std::function<void(const StepReport&)> on_step;
   std::function<void(const EvalReport&)> on_eval;
   // Phase boundaries, merges and checkpoints, as one-line human-readable events.
@@ -124,6 +129,8 @@ class Trainer {
   TrainStaticInfo static_info();
   void report_update_rank();
   torch::Tensor* spectrum_weight();
+  std::map<std::string, torch::Tensor> export_layer_weights();
+  void write_update_spectra();
   StepResult train_step();
   EvalReport evaluate();
   void save_checkpoint();
@@ -154,6 +161,10 @@ class Trainer {
   TrainMetrics no_metrics_;  // used when options_.metrics is null
   TrainMetrics* monitor_;
   torch::Tensor spectrum_reference_;  // W of options_.spectrum_layer at the low-rank start
+  // W + s·B·A of options_.spectrum_export_layers (fp32, host): at the job start (after init or the
+  // warm-start checkpoint; rebuilt identically on resume) and at the low-rank start (checkpointed).
+  std::map<std::string, torch::Tensor> initial_weights_;
+  std::map<std::string, torch::Tensor> low_rank_start_weights_;
 };
 
 }  // namespace relora::train

@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""The paper's quality experiment (ReLoRA, Lialin et al., Tables 2 and 6 and the update-spectrum
+figure), shrunk to a 2-core CPU: every run is one `relora-worker --standalone` job on the C4
+sample in ../shared/data, with the same model family, token budget, seed and data order.
+
+  bench/quality/run.py [--profile full|quick] [--out DIR] [--jobs N] [--only a,b] [--check]
+
+Writes <out>/<profile>/<run>/{job.yaml,worker.log,summary.json,ckpt/metrics.jsonl,
+ckpt/update_spectrum.json} and <out>/<profile>/results.json (what bench/quality/report.py plots).
+Standard library only, so the test suite can run the `quick` profile with any python3 (`--check`
+asserts the mechanics: merges happened, ReLoRA's update rank exceeds r, LoRA's does not).
+
+Each worker gets one LibTorch thread and one OpenBLAS thread (OPENBLAS_NUM_THREADS=1), so two
+concurrent runs use the machine's two cores without oversubscription (docs/architecture.md, Threads).
+"""
+import argparse
+import concurrent.futures
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+# --- the experiment ------------------------------------------------------------------------------
+# `full`: the nano preset (hidden 128, 4 layers, 4 heads, intermediate 352, vocab 4096) with LoRA
+# rank 8, so r/hidden = 8/128 = 1/16, the paper's 1.3B ratio (128/2048). 1200 steps of 8 x 128
+# tokens (1.23M tokens, about 2.1 passes over the 580k training tokens of the sample). ReLoRA: a
+# full-rank warm start of 300 steps (25%, as the paper's 5k of 20k), then 6 cycles of 150 steps.
+# The ablations (the paper's Table 6) start from scratch like the paper's: 8 cycles of 150 steps.
+# The control is a full-rank model (hidden 96, 3 layers, intermediate 256) whose parameter count
+# (1.119M) matches ReLoRA's trainable count (1.129M: embeddings, head, norms and the factors).
+#
+# `quick`: the same pipeline on a tiny model and 240 steps, for the test suite.
+
+PROFILES = {
+    "full": {
+        "model": {"preset": "nano"},
+        "vocab": 4096,
+        "seq_len": 128,
+        "micro_batch": 8,
+        "steps": 1200,
+        "warmup": 40,
+        "lr": 0.002,          # full-rank peak learning rate
+        "low_rank_lr": 0.004,  # the paper's ~2x for the low-rank phase (all LoRA/ReLoRA runs)
+        "rank": 8,
+        "alpha": 32,
+        "warm_start": 300,
+        "cycle": 150,
+        "restart_warmup": 15,
+        "eval_every": 150,
+        "control_model": {"hidden_size": 96, "num_layers": 3, "num_heads": 3, "intermediate_size": 256,
+                          "vocab_size": 4096},
+        "runs": ["full", "control", "lora", "lora_warm", "relora", "abl_restarts", "abl_restarts_reset",
+                 "abl_restarts_jagged", "lora_lr2e-3", "lora_lr1e-3", "lora_lr5e-4", "relora_lr2e-3", "relora_lr1e-3",
+                 "relora_lr5e-4", "full_lr4e-3", "full_lr1e-3"],
+    },
+    "quick": {
+        "model": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128, "vocab_size": 512},
+        "vocab": 512,
+        "seq_len": 64,
+        "micro_batch": 8,
+        "steps": 240,
+        "warmup": 10,
+        "lr": 0.003,
+        "low_rank_lr": 0.006,
+        "rank": 4,
+        "alpha": 16,
+        "warm_start": 40,
+        "cycle": 50,
+        "restart_warmup": 5,
+        "eval_every": 0,
+        "control_model": None,
+        "runs": ["full", "lora", "relora"],
+    },
+}
+
+# name -> (label, relora section builder). Labels follow the paper's table rows.
+# LoRA from scratch and ReLoRA also at lower peak rates than low_rank_lr (the paper's 2x): at
+# low_rank_lr LoRA's update grew to 10x the norm of the full-rank update (docs/results.md), so both
+# methods get the same small sweep and the comparison uses each one's best run.
+# run name -> (method, peak learning rate of the low-rank phase)
+LR_SWEEP = {"lora_lr2e-3": ("lora", 0.002), "lora_lr1e-3": ("lora", 0.001), "lora_lr5e-4": ("lora", 0.0005),
+            "relora_lr2e-3": ("relora", 0.002), "relora_lr1e-3": ("relora", 0.001),
+            "relora_lr5e-4": ("relora", 0.0005)}
+# Full-rank at other peak rates (training.lr), so that the gaps are measured from its best run too.
+FULL_SWEEP = {"full_lr4e-3": 0.004, "full_lr1e-3": 0.001}
+
+
+def relora_section(run, p):
+    low = {"rank": p["rank"], "alpha": p["alpha"], "dropout": 0.0,
+           "lr": LR_SWEEP[run][1] if run in LR_SWEEP else p["low_rank_lr"]}
+    run = LR_SWEEP[run][0] if run in LR_SWEEP else run
+    restarts = {"cycle_steps": p["cycle"]}
+    if run in ("full", "control") or run in FULL_SWEEP:
+        return {"mode": "full"}
+    if run == "lora":
+        return {"mode": "lora", **low}
+    if run == "lora_warm":
+        return {"mode": "lora", **low, "warm_start_steps": p["warm_start"]}
+    if run == "relora":
+        return {"mode": "relora", **low, "warm_start_steps": p["warm_start"], **restarts,
+                "restart_warmup_steps": p["restart_warmup"], "optimizer_reset": "magnitude", "prune_ratio": 0.99}
+    if run == "abl_restarts":  # merges only: no optimizer reset, no re-warm
+        return {"mode": "relora", **low, **restarts, "restart_warmup_steps": 0, "optimizer_reset": "none"}
+    if run == "abl_restarts_reset":  # merges + reset, the learning rate continues on the cosine
+        return {"mode": "relora", **low, **restarts, "restart_warmup_steps": 0, "optimizer_reset": "magnitude",
+                "prune_ratio": 0.99}
+    if run == "abl_restarts_jagged":  # merges + jagged schedule, optimizer state kept
+        return {"mode": "relora", **low, **restarts, "restart_warmup_steps": p["restart_warmup"],
+                "optimizer_reset": "none"}
+    raise ValueError(run)
+
+
+LABELS = {
+    "full": "Full-rank",
+    "control": "Control (full-rank, ReLoRA's trainable count)",
+    "lora": "LoRA from scratch",
+    "lora_warm": "LoRA + warm start",
+    "relora": "ReLoRA (warm start + restarts + reset + jagged)",
+    "abl_restarts": "LoRA + restarts",
+    "abl_restarts_reset": "LoRA + restarts + optimizer reset",
+    "abl_restarts_jagged": "LoRA + restarts + jagged schedule",
+    "lora_lr2e-3": "LoRA from scratch, lr 2e-3",
+    "lora_lr1e-3": "LoRA from scratch, lr 1e-3",
+    "lora_lr5e-4": "LoRA from scratch, lr 5e-4",
+    "relora_lr2e-3": "ReLoRA, lr 2e-3",
+    "relora_lr1e-3": "ReLoRA, lr 1e-3",
+    "relora_lr5e-4": "ReLoRA, lr 5e-4",
+    "full_lr4e-3": "Full-rank, lr 4e-3",
+    "full_lr1e-3": "Full-rank, lr 1e-3",
+}
+
+
+def default_data():
+    shared = os.environ.get("RELORA_SHARED_DATA") or os.path.join(os.path.dirname(ROOT), "shared", "data")
+    return os.path.join(shared, "c4-sample", "c4-train.00000-of-01024.first1000.json")
+
+
+def yaml_value(v):
+    # JSON is valid YAML flow syntax, which the job spec parser reads.
+    return json.dumps(v)
+
+
+def job_yaml(name, run, p, data, run_dir, cache_dir):
+    model = p["control_model"] if run == "control" else p["model"]
+    spec = {
+        "name": f"quality-{name}",
+        "model": model,
+        "data": {"train": [data], "validation_fraction": 0.05, "tokenizer_vocab_size": p["vocab"],
+                 "seq_len": p["seq_len"], "cache_dir": cache_dir},
+        "training": {"steps": p["steps"], "micro_batch_size": p["micro_batch"], "grad_accum_steps": 1,
+                     "lr": FULL_SWEEP.get(run, p["lr"]), "warmup_steps": p["warmup"], "seed": 1, "dtype": "fp32",
+                     "log_every_steps": 50},
+        "relora": relora_section(run, p),
+        "eval": {"every_steps": p["eval_every"], "max_tokens": 10_000_000},  # the whole held-out 5%
+        "checkpoint": {"dir": os.path.join(run_dir, "ckpt"), "every_steps": 0, "keep": 1},
+    }
+    return "\n".join(f"{k}: {yaml_value(v)}" for k, v in spec.items()) + "\n"
+
+
+EVAL_RE = re.compile(r"eval\s+step (\d+) \| loss ([0-9.]+) \| perplexity ([0-9.]+)")
+
+
+def run_one(name, run, p, data, out, cache_dir, worker):
+    run_dir = os.path.join(out, run)
+    shutil.rmtree(run_dir, ignore_errors=True)  # a rerun starts fresh (no resume)
+    os.makedirs(run_dir)
+    job = os.path.join(run_dir, "job.yaml")
+    with open(job, "w") as f:
+        f.write(job_yaml(f"{name}-{run}", run, p, data, run_dir, cache_dir))
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    t0 = time.time()
+    with open(os.path.join(run_dir, "worker.log"), "w") as log:
+        rc = subprocess.call([worker, "--standalone", job, "--threads", "1", "--no-resume",
+                              "--summary-json", os.path.join(run_dir, "summary.json")],
+                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=run_dir)
+    wall = time.time() - t0
+    print(f"  {run}: rc {rc}, {wall:.0f} s", flush=True)
+    return rc, wall
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def collect(run, p, out, rc, wall):
+    run_dir = os.path.join(out, run)
+    log = open(os.path.join(run_dir, "worker.log"), errors="replace").read()
+    steps = []
+    try:
+        with open(os.path.join(run_dir, "ckpt", "metrics.jsonl")) as f:
+            steps = [json.loads(line) for line in f if line.strip()]
+    except OSError:
+        pass
+    summary = read_json(os.path.join(run_dir, "summary.json")) or {}
+    spectrum = read_json(os.path.join(run_dir, "ckpt", "update_spectrum.json"))
+    status = "ok" if rc == 0 else ("diverged" if "not finite" in log else "failed")
+    return {
+        "run": run,
+        "label": LABELS[run] + (f", lr {p['low_rank_lr']:g}" if run in ("lora", "relora") else
+                                f", lr {p['lr']:g}" if run == "full" else ""),
+        "status": status,
+        "wall_seconds": wall,
+        "relora": relora_section(run, p),
+        "eval": [{"step": int(m[0]), "loss": float(m[1]), "perplexity": float(m[2])} for m in EVAL_RE.findall(log)],
+        "train": [{"step": s["step"], "loss": s["loss"], "lr": s["lr"]} for s in steps],
+        "summary": summary,
+        "spectrum": spectrum,
+    }
+
+
+def layer_rank(result, layer_index, key):
+    spec = result.get("spectrum") or {}
+    layers = spec.get("layers") or []
+    if layer_index >= len(layers) or key not in layers[layer_index]:
+        return None
+    return layers[layer_index][key]["rank_above_threshold"]
+
+
+def check(results, p):
+    """The mechanics the test suite asserts on the quick profile (and the full one reports)."""
+    by = {r["run"]: r for r in results}
+    r = p["rank"]
+    errors = []
+    for run in ("full", "lora", "relora"):
+        if run not in by:
+            errors.append(f"{run}: not run")
+        elif by[run]["status"] != "ok":
+            errors.append(f"{run}: {by[run]['status']} (see its worker.log)")
+    if errors:
+        return errors
+    relora = by["relora"]
+    cycles = (p["steps"] - p["warm_start"]) // p["cycle"]
+    if relora["summary"].get("merges") != cycles - 1:
+        errors.append(f"relora: {relora['summary'].get('merges')} merges, expected {cycles - 1}")
+    if by["lora"]["summary"].get("merges") != 0:
+        errors.append("lora: merged")
+    for i in range(2):
+        name = (relora["spectrum"] or {}).get("layers", [{}] * 2)[i].get("name", f"layer {i}")
+        rl = layer_rank(relora, i, "since_low_rank_start")
+        lo = layer_rank(by["lora"], i, "since_low_rank_start")
+        fu = layer_rank(by["full"], i, "since_init")
+        if rl is None or rl <= r:
+            errors.append(f"relora: update rank of {name} in the low-rank phase is {rl}, not above r = {r}")
+        if lo is None or lo > r:
+            errors.append(f"lora: update rank of {name} is {lo}, above r = {r}")
+        if fu is None or fu <= r:
+            errors.append(f"full: update rank of {name} is {fu}, not above r = {r}")
+    return errors
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    ap.add_argument("--out", default=os.path.join(HERE, "out"), help="output root (default bench/quality/out)")
+    ap.add_argument("--build-dir", default=os.environ.get("RELORA_BUILD_DIR", os.path.join(ROOT, "build")))
+    ap.add_argument("--data", default=default_data(), help="the C4 sample (JSON lines)")
+    ap.add_argument("--cache-dir", help="tokenizer and token cache (default <out>/cache)")
+    ap.add_argument("--jobs", type=int, default=2, help="runs at once (one core each)")
+    ap.add_argument("--only", help="comma-separated subset of the profile's runs")
+    ap.add_argument("--check", action="store_true", help="exit 1 unless the mechanics hold (merges, ranks)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                    help="override a profile parameter, e.g. --set lr=0.003 (for probes; not the documented run)")
+    args = ap.parse_args()
+
+    p = dict(PROFILES[args.profile])
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in p:
+            sys.exit(f"--set {key}: not a parameter of profile {args.profile} ({', '.join(sorted(p))})")
+        p[key] = json.loads(value)
+    worker = os.path.abspath(os.path.join(args.build_dir, "worker", "relora-worker"))
+    if not os.path.exists(worker):
+        sys.exit(f"{worker}: not built (cmake --build {args.build_dir} --target relora-worker)")
+    if not os.path.exists(args.data):
+        print(f"skipped: {args.data}: the C4 sample is missing (set RELORA_SHARED_DATA or --data)")
+        return 77  # ctest's SKIP_RETURN_CODE in tests/quality
+    out = os.path.abspath(os.path.join(args.out, args.profile))
+    cache_dir = os.path.abspath(args.cache_dir or os.path.join(args.out, "cache"))
+    args.data = os.path.abspath(args.data)
+    os.makedirs(out, exist_ok=True)
+    runs = args.only.split(",") if args.only else p["runs"]
+
+    # A one-step job trains and caches the tokenizer and the token file first (a few seconds; nothing
+    # when cached), so the concurrent runs only read the cache.
+    print(f"quality/{args.profile}: {len(runs)} runs, {args.jobs} at a time, output in {out}", flush=True)
+    prepare = dict(p, steps=1, warmup=0, eval_every=0)
+    print("  tokenizer and token cache:", cache_dir, flush=True)
+    rc, _ = run_one(args.profile, "full", prepare, args.data, os.path.join(out, "prepare"), cache_dir, worker)
+    if rc != 0:
+        sys.exit(f"preparing the data failed: see {os.path.join(out, 'prepare', 'full', 'worker.log')}")
+    shutil.rmtree(os.path.join(out, "prepare"), ignore_errors=True)
+    done = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {pool.submit(run_one, args.profile, r, p, args.data, out, cache_dir, worker): r for r in runs}
+        for fut in concurrent.futures.as_completed(futures):
+            done[futures[fut]] = fut.result()
+    # Runs of the profile done by an earlier invocation (--only reruns a subset) stay in the results.
+    earlier = [r for r in p["runs"] if r not in done and os.path.exists(os.path.join(out, r, "worker.log"))]
+    for r in earlier:
+        done[r] = (0 if os.path.exists(os.path.join(out, r, "summary.json")) else 1, None)
+    results = [collect(r, p, out, *done[r]) for r in p["runs"] if r in done]
+
+    doc = {"profile": args.profile, "params": p, "data": args.data,
+           "command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]), "runs": results}
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(doc, f)
+    for r in results:
+        ppl = r["summary"].get("eval_perplexity")
+        ppl_text = f"{ppl:8.2f}" if isinstance(ppl, (int, float)) and math.isfinite(ppl) else "       -"
+        print(f"{r['run']:22s} {r['status']:8s} ppl {ppl_text}  ranks(since init / low-rank start): "
+              f"{layer_rank(r, 0, 'since_init')}/{layer_rank(r, 0, 'since_low_rank_start')}, "
+              f"{layer_rank(r, 1, 'since_init')}/{layer_rank(r, 1, 'since_low_rank_start')}  "
+              f"{r['wall_seconds'] or 0:.0f} s")
+    if args.check:
+        errors = check(results, p)
+        for e in errors:
+            print("CHECK FAILED:", e)
+        if errors:
+            return 1
+        print("CHECK OK: merges happened; ReLoRA's update rank exceeds r, LoRA's does not")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
