@@ -16,7 +16,7 @@ namespace relora::client {
 
 int cmd_submit(const GlobalOptions& g, const std::string& job_file, bool watch, bool check_locally) {
   const JobFile file = read_job_file(job_file, check_locally);
-  Rpc rpc(g.coordinator, g.timeout);
+  Rpc rpc(g.coordinator, g.timeout, g.security);
   const auto job = rpc.submit(file.text, std::filesystem::path(job_file).filename().string());
   if (g.json) {
     auto j = job_json(job);
@@ -30,7 +30,7 @@ int cmd_submit(const GlobalOptions& g, const std::string& job_file, bool watch, 
 }
 
 int cmd_list(const GlobalOptions& g) {
-  Rpc rpc(g.coordinator, g.timeout);
+  Rpc rpc(g.coordinator, g.timeout, g.security);
   const auto jobs = rpc.list_jobs();
   if (g.json) {
     auto arr = nlohmann::json::array();
@@ -43,7 +43,7 @@ int cmd_list(const GlobalOptions& g) {
 }
 
 int cmd_status(const GlobalOptions& g, const std::string& job_id) {
-  Rpc rpc(g.coordinator, g.timeout);
+  Rpc rpc(g.coordinator, g.timeout, g.security);
   const auto job = rpc.get_job(job_id);
   if (g.json) {
     std::cout << job_json(job).dump(2) << std::endl;
@@ -54,12 +54,12 @@ int cmd_status(const GlobalOptions& g, const std::string& job_id) {
 }
 
 int cmd_watch(const GlobalOptions& g, const std::string& job_id) {
-  Rpc rpc(g.coordinator, g.timeout);
+  Rpc rpc(g.coordinator, g.timeout, g.security);
   return watch_and_report(rpc, job_id, g.json);
 }
 
 int cmd_events(const GlobalOptions& g, const std::string& job_id) {
-  Rpc rpc(g.coordinator, g.timeout);
+  Rpc rpc(g.coordinator, g.timeout, g.security);
   const auto events = rpc.events(job_id);
   if (g.json) {
     auto arr = nlohmann::json::array();
@@ -72,7 +72,7 @@ int cmd_events(const GlobalOptions& g, const std::string& job_id) {
 }
 
 int cmd_cancel(const GlobalOptions& g, const std::string& job_id) {
-  Rpc rpc(g.coordinator, g.timeout);
+  Rpc rpc(g.coordinator, g.timeout, g.security);
   const auto job = rpc.cancel(job_id);
   if (g.json) {
     std::cout << job_json(job).dump(2) << std::endl;
@@ -83,7 +83,7 @@ int cmd_cancel(const GlobalOptions& g, const std::string& job_id) {
 }
 
 int cmd_workers(const GlobalOptions& g) {
-  Rpc rpc(g.coordinator, g.timeout);
+  Rpc rpc(g.coordinator, g.timeout, g.security);
   const auto workers = rpc.workers();
   if (g.json) {
     auto arr = nlohmann::json::array();
@@ -96,7 +96,7 @@ int cmd_workers(const GlobalOptions& g) {
 }
 
 int cmd_export(const GlobalOptions& g, const std::string& job_id, const std::string& out_dir) {
-  Rpc rpc(g.coordinator, g.timeout);
+  Rpc rpc(g.coordinator, g.timeout, g.security);
   const auto job = rpc.get_job(job_id);
   if (job.checkpoint().empty()) {
     std::cerr << "error: job '" << job_id << "' has no checkpoint yet (" << state_name(job.state()) << ", step "

@@ -7,12 +7,17 @@
 #include <optional>
 #include <string>
 
+#include "common/grpc_security.h"
+
 namespace relora::client {
+
+using relora::ClientSecurity;
 
 struct GlobalOptions {
   std::string coordinator = "127.0.0.1:50051";
   std::chrono::milliseconds timeout{10000};  // deadline of every unary RPC
   bool json = false;                         // -o json
+  ClientSecurity security;                   // --token-file / RELORA_TOKEN, --tls-*
 };
 
 int cmd_submit(const GlobalOptions& g, const std::string& job_file, bool watch, bool check_locally);

@@ -207,8 +207,14 @@ std::string job_summary(const relora::v1::Job& job, int64_t now_ms) {
   if (job.worker_ids_size() > 0) {
     std::string ids;
     for (int i = 0; i < job.worker_ids_size(); ++i) ids += (i ? ", " : "") + job.worker_ids(i);
+    const int32_t wanted = job.spec().cluster().workers();
+    if (job.world_size() > 0 && job.world_size() < wanted)
+      ids += " (" + std::to_string(job.world_size()) + " of " + std::to_string(wanted) + ", elastic)";
     row("workers", ids);
   }
+  if (job.restarts() > 0)
+    row("restarts", std::to_string(job.restarts()) + " of at most " +
+                        std::to_string(job.spec().cluster().max_restarts()) + " (see `relora events`)");
   row("submitted", format_time(job.submitted_unix_ms()) + " (" + format_age(job.submitted_unix_ms(), now_ms) + " ago)");
   if (job.started_unix_ms() > 0) row("started", format_time(job.started_unix_ms()));
   if (job.finished_unix_ms() > 0) row("finished", format_time(job.finished_unix_ms()));
@@ -244,6 +250,8 @@ nlohmann::json job_json(const relora::v1::Job& job) {
       {"eval_perplexity", p.eval_perplexity()},
       {"checkpoint", job.checkpoint()},
       {"error", job.error()},
+      {"restarts", job.restarts()},
+      {"world_size", job.world_size()},
   };
   if (!job.summary_json().empty()) {
     // Kept as text in "job" either way; parsed here so scripts need not decode it twice.

@@ -6,7 +6,8 @@
 //                                         metrics on 9400 and 9401+i, --metrics-port-base N|0|-1)
 // Exit codes: 0 ok, 1 job or operation failed, 2 usage or bad input, 3 coordinator unreachable
 // (130 when `local` is interrupted with Ctrl-C).
-// Environment: RELORA_COORDINATOR (the address, like --coordinator); RELORA_WORKER_BINARY and
+// Environment: RELORA_COORDINATOR (the address, like --coordinator); RELORA_TOKEN (the client
+// token, when --token-file is not given); RELORA_WORKER_BINARY and
 // RELORA_COORDINATOR_BINARY (paths that win over the search next to this binary and on PATH).
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -53,6 +54,15 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
+  std::string token_file;
+  app.add_option("--token-file", token_file,
+                 "File holding the client bearer token (default: the token in RELORA_TOKEN, if set)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-ca", g.security.tls_ca_file, "Use TLS, trusting the coordinator's certificate to this PEM CA")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-cert", g.security.tls_cert_file, "Client certificate for mutual TLS (PEM; with --tls-key)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", g.security.tls_key_file, "Private key of --tls-cert (PEM)")->check(CLI::ExistingFile);
 
   std::string job_file, job_id, out_dir;
   bool watch = false, no_check = false;
@@ -115,6 +125,11 @@ int main(int argc, char** argv) {
   local_opts.startup_timeout = *parse_duration(startup_timeout);
 
   try {
+    if (!token_file.empty()) {
+      g.security.token = relora::read_token_file(token_file);
+    } else if (const char* env = std::getenv("RELORA_TOKEN"); env && *env) {
+      g.security.token = env;
+    }
     if (submit->parsed()) return cmd_submit(g, job_file, watch, !no_check);
     if (list->parsed()) return cmd_list(g);
     if (status->parsed()) return cmd_status(g, job_id);

@@ -14,7 +14,9 @@ int exit_code_for(grpc::StatusCode code) {
     case grpc::StatusCode::OK: return kExitOk;
     // The request itself was wrong: the user fixes the input, not the system.
     case grpc::StatusCode::INVALID_ARGUMENT:
-    case grpc::StatusCode::OUT_OF_RANGE: return kExitUsage;
+    case grpc::StatusCode::OUT_OF_RANGE:
+    // Missing or wrong token: also fixed by the user (--token-file, RELORA_TOKEN).
+    case grpc::StatusCode::UNAUTHENTICATED: return kExitUsage;
     case grpc::StatusCode::UNAVAILABLE:
     case grpc::StatusCode::DEADLINE_EXCEEDED: return kExitUnreachable;
     // NOT_FOUND, FAILED_PRECONDITION, INTERNAL, ...: the operation failed.
@@ -58,19 +60,20 @@ std::string describe_status(const grpc::Status& status, const std::string& addre
   }
 }
 
-Rpc::Rpc(std::string address, std::chrono::milliseconds timeout)
-    : address_(std::move(address)), timeout_(timeout) {
+Rpc::Rpc(std::string address, std::chrono::milliseconds timeout, const ClientSecurity& security)
+    : address_(std::move(address)), timeout_(timeout), token_(security.token) {
   grpc::ChannelArguments args;
   // A dead coordinator should fail the first call quickly rather than after gRPC's default
   // reconnect backoff (which starts at 1 s and grows).
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-  channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+  channel_ = grpc::CreateCustomChannel(address_, channel_credentials(security), args);
   stub_ = relora::v1::JobService::NewStub(channel_);
 }
 
-void Rpc::set_deadline(grpc::ClientContext& context) const {
+void Rpc::prepare(grpc::ClientContext& context) const {
   context.set_deadline(std::chrono::system_clock::now() + timeout_);
+  add_bearer_token(context, token_);
 }
 
 void Rpc::check(const grpc::Status& status) const {
@@ -79,7 +82,7 @@ void Rpc::check(const grpc::Status& status) const {
 
 relora::v1::Job Rpc::submit(const std::string& spec_yaml, const std::string& source_name) {
   grpc::ClientContext ctx;
-  set_deadline(ctx);
+  prepare(ctx);
   relora::v1::SubmitJobRequest req;
   req.set_spec_yaml(spec_yaml);
   req.set_source_name(source_name);
@@ -90,7 +93,7 @@ relora::v1::Job Rpc::submit(const std::string& spec_yaml, const std::string& sou
 
 relora::v1::Job Rpc::get_job(const std::string& job_id) {
   grpc::ClientContext ctx;
-  set_deadline(ctx);
+  prepare(ctx);
   relora::v1::GetJobRequest req;
   req.set_job_id(job_id);
   relora::v1::Job job;
@@ -100,7 +103,7 @@ relora::v1::Job Rpc::get_job(const std::string& job_id) {
 
 std::vector<relora::v1::Job> Rpc::list_jobs() {
   grpc::ClientContext ctx;
-  set_deadline(ctx);
+  prepare(ctx);
   relora::v1::ListJobsResponse resp;
   check(stub_->ListJobs(&ctx, relora::v1::ListJobsRequest(), &resp));
   return {resp.jobs().begin(), resp.jobs().end()};
@@ -108,7 +111,7 @@ std::vector<relora::v1::Job> Rpc::list_jobs() {
 
 relora::v1::Job Rpc::cancel(const std::string& job_id) {
   grpc::ClientContext ctx;
-  set_deadline(ctx);
+  prepare(ctx);
   relora::v1::CancelJobRequest req;
   req.set_job_id(job_id);
   relora::v1::Job job;
@@ -118,7 +121,7 @@ relora::v1::Job Rpc::cancel(const std::string& job_id) {
 
 std::vector<relora::v1::JobEvent> Rpc::events(const std::string& job_id, int64_t after_seq) {
   grpc::ClientContext ctx;
-  set_deadline(ctx);
+  prepare(ctx);
   relora::v1::GetJobEventsRequest req;
   req.set_job_id(job_id);
   req.set_after_seq(after_seq);
@@ -129,7 +132,7 @@ std::vector<relora::v1::JobEvent> Rpc::events(const std::string& job_id, int64_t
 
 std::vector<relora::v1::WorkerInfo> Rpc::workers() {
   grpc::ClientContext ctx;
-  set_deadline(ctx);
+  prepare(ctx);
   relora::v1::ListWorkersResponse resp;
   check(stub_->ListWorkers(&ctx, relora::v1::ListWorkersRequest(), &resp));
   return {resp.workers().begin(), resp.workers().end()};
@@ -141,6 +144,7 @@ std::unique_ptr<grpc::ClientReader<relora::v1::JobUpdate>> Rpc::watch(grpc::Clie
   relora::v1::WatchJobRequest req;
   req.set_job_id(job_id);
   req.set_after_event_seq(after_event_seq);
+  add_bearer_token(context, token_);
   return stub_->WatchJob(&context, req);
 }
 

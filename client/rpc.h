@@ -14,9 +14,12 @@
 #include <stdexcept>
 #include <string>
 
+#include "common/grpc_security.h"
 #include "relora/v1/service.grpc.pb.h"
 
 namespace relora::client {
+
+using relora::ClientSecurity;
 
 enum ExitCode : int { kExitOk = 0, kExitFailed = 1, kExitUsage = 2, kExitUnreachable = 3 };
 
@@ -47,7 +50,9 @@ std::string describe_status(const grpc::Status& status, const std::string& addre
 // JobService calls with the CLI's deadline. Every method throws RpcError on a non-OK status.
 class Rpc {
  public:
-  Rpc(std::string address, std::chrono::milliseconds timeout);
+  // `security`: the bearer token and TLS settings (default: plaintext, no token). Throws
+  // std::runtime_error naming a TLS file that cannot be read.
+  Rpc(std::string address, std::chrono::milliseconds timeout, const ClientSecurity& security = {});
 
   const std::string& address() const { return address_; }
   std::chrono::milliseconds timeout() const { return timeout_; }
@@ -69,11 +74,13 @@ class Rpc {
   void check(const grpc::Status& status) const;
 
  private:
-  void set_deadline(grpc::ClientContext& context) const;
+  // The deadline and the bearer token of one unary call.
+  void prepare(grpc::ClientContext& context) const;
 
   // Constant after construction.
   const std::string address_;
   const std::chrono::milliseconds timeout_;
+  const std::string token_;  // never logged
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<relora::v1::JobService::Stub> stub_;
 };

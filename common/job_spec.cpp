@@ -444,6 +444,8 @@ void resolve_job_spec(relora::v1::JobSpec& spec) {
   auto& cl = *spec.mutable_cluster();
   if (!cl.has_workers()) cl.set_workers(1);
   if (cl.backend().empty()) cl.set_backend("gloo");
+  if (!cl.has_min_workers()) cl.set_min_workers(cl.workers());  // not elastic unless asked
+  if (!cl.has_max_restarts()) cl.set_max_restarts(3);
 }
 
 relora::v1::JobSpec load_job_spec_file(const std::string& path) {

@@ -80,11 +80,29 @@ void validate_model(const relora::v1::ModelSpec& m) {
   require_positive("model.rope_theta", m.rope_theta());
 }
 
+// Bounds on what one spec may carry: the coordinator stores every spec and sends it to every rank.
+constexpr size_t kMaxPathLength = 4096;  // PATH_MAX on Linux
+constexpr int kMaxDataFiles = 10000;
+
+void require_path_length(const std::string& field, const std::string& path) {
+  if (path.size() > kMaxPathLength)
+    fail(field, "a path of " + std::to_string(path.size()) + " characters (at most " + std::to_string(kMaxPathLength) +
+                    ")");
+}
+
 void validate_data(const relora::v1::DataSpec& d, const relora::v1::ModelSpec& m) {
   if (d.train_size() == 0) fail("data.train", "at least one training file or directory is required");
+  if (d.train_size() > kMaxDataFiles || d.validation_size() > kMaxDataFiles)
+    fail(d.train_size() > kMaxDataFiles ? "data.train" : "data.validation",
+         "more than " + std::to_string(kMaxDataFiles) + " entries (name a directory instead)");
   for (int i = 0; i < d.train_size(); ++i) {
     if (d.train(i).empty()) fail("data.train[" + std::to_string(i) + "]", "empty path");
+    require_path_length("data.train[" + std::to_string(i) + "]", d.train(i));
   }
+  for (int i = 0; i < d.validation_size(); ++i)
+    require_path_length("data.validation[" + std::to_string(i) + "]", d.validation(i));
+  require_path_length("data.tokenizer_model", d.tokenizer_model());
+  require_path_length("data.cache_dir", d.cache_dir());
   if (d.seq_len() < 2) fail("data.seq_len", std::to_string(d.seq_len()) + " must be at least 2");
   require_range("data.validation_fraction", d.validation_fraction(), 0, 0.5, false, "[0, 0.5]");
   if (d.tokenizer_model().empty()) {  // the tokenizer is trained by us: its size must fit the model
@@ -222,11 +240,18 @@ void validate_job_spec(const relora::v1::JobSpec& spec) {
   if (e.max_tokens() < 1) fail("eval.max_tokens", std::to_string(e.max_tokens()) + " must be at least 1");
   const auto& c = spec.checkpoint();
   if (c.dir().empty()) fail("checkpoint.dir", "required");
+  require_path_length("checkpoint.dir", c.dir());
+  require_path_length("relora.warm_start_checkpoint", spec.relora().warm_start_checkpoint());
   if (c.every_steps() < 0) fail("checkpoint.every_steps", std::to_string(c.every_steps()) + " must be >= 0 (0: only at the end)");
   if (c.keep() < 1) fail("checkpoint.keep", std::to_string(c.keep()) + " must be at least 1");
   const auto& cl = spec.cluster();
   if (cl.workers() < 1) fail("cluster.workers", std::to_string(cl.workers()) + " must be at least 1");
   require_one_of("cluster.backend", cl.backend(), {"gloo", "nccl"});
+  if (cl.min_workers() < 1 || cl.min_workers() > cl.workers())
+    fail("cluster.min_workers", std::to_string(cl.min_workers()) + " must be in 1..cluster.workers (" +
+                                    std::to_string(cl.workers()) + ")");
+  if (cl.max_restarts() < 0 || cl.max_restarts() > 1000)
+    fail("cluster.max_restarts", std::to_string(cl.max_restarts()) + " must be in 0..1000");
 }
 
 }  // namespace relora

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 
+#include "common/elastic.h"
 #include "common/job_spec.h"
 
 namespace relora::coordinator {
@@ -250,16 +251,23 @@ void ClusterState::send_locked(WorkerRecord& worker, const relora::v1::Coordinat
 void ClusterState::schedule_locked(PumpList& pumps) {
   while (!queue_.empty()) {
     JobRecord& job = jobs_.at(queue_.front());
-    const auto need = static_cast<size_t>(job.job.spec().cluster().workers());
     std::vector<WorkerRecord*> free;
     for (auto& [id, w] : workers_)
-      if (w.link && !w.lost() && w.info.job_id().empty()) free.push_back(&w);
-    // Strict FIFO: when the head job needs more workers than are free, every job behind it waits
-    // too, even one that would fit. Simple and starvation-free for big gangs; the cost is idle
-    // workers while a big job waits (no backfilling).
-    if (free.size() < need) return;
+      if (w.free()) free.push_back(&w);
+    // Strict FIFO: when the head job cannot start on the free workers (cluster.workers of them,
+    // or at least cluster.min_workers for a restart of an elastic job), every job behind it waits
+    // too, even one that would fit. Simple and starvation-free for big gangs; the cost is idle workers
+    // while a big job waits (no backfilling).
+    // A job's first run waits for its full gang; a restart takes what there is, down to
+    // cluster.min_workers (a lost machine may not come back).
+    const int available = static_cast<int>(free.size());
+    const int world = job.job.restarts() == 0 ? (available >= job.job.spec().cluster().workers()
+                                                      ? job.job.spec().cluster().workers()
+                                                      : 0)
+                                              : elastic_world_size(job.job.spec(), available);
+    if (world == 0) return;
     std::sort(free.begin(), free.end(), [](auto* a, auto* b) { return a->order < b->order; });
-    free.resize(need);
+    free.resize(static_cast<size_t>(world));
     queue_.pop_front();
     start_job_locked(job, free, pumps);
   }
@@ -269,10 +277,13 @@ void ClusterState::start_job_locked(JobRecord& job, const std::vector<WorkerReco
   Job& j = job.job;
   const auto world = static_cast<int32_t>(gang.size());
   const WorkerRecord& root = *gang.front();  // rank 0 hosts the c10d store
+  // What the ranks run: the job's spec, with the accumulation of a smaller (elastic) world.
+  const relora::v1::JobSpec run_spec = spec_for_world(j.spec(), world);
   j.set_state(relora::v1::JOB_STATE_RUNNING);
   if (j.started_unix_ms() == 0) j.set_started_unix_ms(unix_ms_now());
   j.clear_worker_ids();
-  job.barrier = std::make_unique<CycleBarrier>(j.id(), j.spec());
+  j.set_world_size(world);
+  job.barrier = std::make_unique<CycleBarrier>(j.id(), run_spec);
   job.started_event = false;
   std::string ranks;
   for (int32_t r = 0; r < world; ++r) {
@@ -284,7 +295,13 @@ void ClusterState::start_job_locked(JobRecord& job, const std::vector<WorkerReco
     ranks += (r ? ", " : "") + std::to_string(r) + "=" + w.info.id();
   }
   const std::string rendezvous = root.info.host() + ":" + std::to_string(root.rendezvous_port);
-  add_event_locked(job, j.progress().step(), -1, "scheduled", "ranks " + ranks + "; rendezvous at " + rendezvous);
+  std::string elastic;
+  if (world < j.spec().cluster().workers())
+    elastic = "; " + std::to_string(world) + " of " + std::to_string(j.spec().cluster().workers()) +
+              " workers (elastic), grad_accum_steps " + std::to_string(run_spec.training().grad_accum_steps()) +
+              " per rank keeps the global batch";
+  add_event_locked(job, j.progress().step(), -1, "scheduled",
+                   "ranks " + ranks + "; rendezvous at " + rendezvous + elastic);
   persist_locked(job);
   metrics_.job_progress(j.id());  // the no-progress clock starts now
   publish_counts_locked();
@@ -293,7 +310,7 @@ void ClusterState::start_job_locked(JobRecord& job, const std::vector<WorkerReco
     relora::v1::CoordinatorMessage msg;
     auto* a = msg.mutable_assignment();
     a->set_job_id(j.id());
-    *a->mutable_spec() = j.spec();
+    *a->mutable_spec() = run_spec;
     a->set_rank(r);
     a->set_world_size(world);
     a->set_rendezvous_host(root.info.host());
@@ -302,29 +319,72 @@ void ClusterState::start_job_locked(JobRecord& job, const std::vector<WorkerReco
   }
 }
 
-void ClusterState::finish_job_locked(JobRecord& job, JobState state, const std::string& error, bool cancel_ranks,
-                                     PumpList& pumps) {
+void ClusterState::stop_ranks_locked(JobRecord& job, bool cancel_ranks, const std::string& reporter, PumpList& pumps) {
   Job& j = job.job;
-  const bool was_queued = j.state() == relora::v1::JOB_STATE_QUEUED;
   if (j.state() == relora::v1::JOB_STATE_RUNNING) metrics_.job_stopped_running(j.id());
-  if (was_queued) queue_.erase(std::remove(queue_.begin(), queue_.end(), j.id()), queue_.end());
-  j.set_state(state);
-  j.set_error(error);
-  j.set_finished_unix_ms(unix_ms_now());
   job.barrier.reset();
   // Free the gang. worker_ids stays on the record as history of where the job ran.
   for (const auto& wid : j.worker_ids()) {
     WorkerRecord* w = find_worker_locked(wid);
     if (w == nullptr || w->info.job_id() != j.id()) continue;
-    if (cancel_ranks) {
+    // The reporter's run has already ended: nothing to cancel, nothing to wait for.
+    if (cancel_ranks && wid != reporter) {
       relora::v1::CoordinatorMessage msg;
       msg.mutable_cancel()->set_job_id(j.id());
       send_locked(*w, msg, pumps);
+      // Its trainer stops at the next step or collective; until it says so, it is not free.
+      if (!w->lost()) {
+        w->draining_job = j.id();
+        w->draining_since = SteadyClock::now();
+      }
     }
     w->info.clear_job_id();
     w->info.set_rank(-1);
     if (!w->lost()) w->info.set_state("idle");
   }
+}
+
+void ClusterState::restart_or_fail_locked(JobRecord& job, const std::string& reason, bool retryable,
+                                          const std::string& reporter, PumpList& pumps) {
+  Job& j = job.job;
+  const int32_t max_restarts = j.spec().cluster().max_restarts();
+  if (!retryable) {
+    finish_job_locked(job, relora::v1::JOB_STATE_FAILED, reason, /*cancel_ranks=*/true, pumps, reporter);
+    return;
+  }
+  if (j.restarts() >= max_restarts) {
+    finish_job_locked(job, relora::v1::JOB_STATE_FAILED,
+                      reason + " (restarted " + std::to_string(j.restarts()) + " time(s): cluster.max_restarts is " +
+                          std::to_string(max_restarts) + ")",
+                      /*cancel_ranks=*/true, pumps, reporter);
+    return;
+  }
+  stop_ranks_locked(job, /*cancel_ranks=*/true, reporter, pumps);
+  j.set_restarts(j.restarts() + 1);
+  j.set_state(relora::v1::JOB_STATE_QUEUED);
+  j.clear_worker_ids();
+  const std::string from = j.checkpoint().empty() ? "the beginning (no checkpoint yet)" : "checkpoint " + j.checkpoint();
+  add_event_locked(job, j.progress().step(), -1, "restarting",
+                   reason + "; restart " + std::to_string(j.restarts()) + " of " + std::to_string(max_restarts) +
+                       ", resuming from " + from);
+  persist_locked(job);
+  metrics_.job_restarted();
+  spdlog::warn("job {}: {}; restart {} of {}", j.id(), reason, j.restarts(), max_restarts);
+  // First in line: it was running, and its checkpoint is the work to continue.
+  queue_.push_front(j.id());
+  schedule_locked(pumps);
+  publish_counts_locked();
+}
+
+void ClusterState::finish_job_locked(JobRecord& job, JobState state, const std::string& error, bool cancel_ranks,
+                                     PumpList& pumps, const std::string& reporter) {
+  Job& j = job.job;
+  const bool was_queued = j.state() == relora::v1::JOB_STATE_QUEUED;
+  if (was_queued) queue_.erase(std::remove(queue_.begin(), queue_.end(), j.id()), queue_.end());
+  stop_ranks_locked(job, cancel_ranks, reporter, pumps);
+  j.set_state(state);
+  j.set_error(error);
+  j.set_finished_unix_ms(unix_ms_now());
   const std::string kind = state == relora::v1::JOB_STATE_COMPLETED ? "completed"
                            : state == relora::v1::JOB_STATE_FAILED  ? "failed"
                                                                     : "cancelled";

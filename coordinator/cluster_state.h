@@ -114,7 +114,12 @@ class ClusterState {
     std::shared_ptr<WorkerLink> link;  // null while no Connect stream is bound
     SteadyClock::time_point last_seen;
     SteadyClock::time_point disconnected_since;  // meaningful while link is null
+    // A job whose run was stopped here (cancel sent) and whose JobFinished has not arrived: the
+    // worker is still winding that run down, so it is not free for the next one yet.
+    std::string draining_job;
+    SteadyClock::time_point draining_since;
     bool lost() const { return info.state() == "lost"; }
+    bool free() const { return link && !lost() && info.job_id().empty() && draining_job.empty(); }
   };
   struct JobRecord {
     relora::v1::Job job;
@@ -142,7 +147,15 @@ class ClusterState {
   // Moves a RUNNING or QUEUED job to a terminal state, frees its workers and, when
   // `cancel_ranks`, sends Cancel to every rank that still has a stream.
   void finish_job_locked(JobRecord& job, relora::v1::JobState state, const std::string& error, bool cancel_ranks,
-                         PumpList& pumps);
+                         PumpList& pumps, const std::string& reporter = "");
+  // The current run ended early (a rank lost, or failed while training): queue the job again to
+  // resume from its checkpoint while cluster.max_restarts allows and `retryable`, else fail it.
+  // `reporter` is the worker that reported the failure (it has stopped: no cancel, no draining).
+  void restart_or_fail_locked(JobRecord& job, const std::string& reason, bool retryable, const std::string& reporter,
+                              PumpList& pumps);
+  // Cancels the run on every rank of `job` and frees them; ranks other than `reporter` (and lost
+  // ones) drain until their JobFinished arrives.
+  void stop_ranks_locked(JobRecord& job, bool cancel_ranks, const std::string& reporter, PumpList& pumps);
   void send_locked(WorkerRecord& worker, const relora::v1::CoordinatorMessage& msg, PumpList& pumps);
   void wake_locked();
   // Publishes the job and worker counts by state (relora_coordinator_jobs/_workers). Called

@@ -63,11 +63,20 @@ grpc::Status ClusterState::register_worker(const relora::v1::RegisterRequest& re
     w->info.set_rank(-1);
     spdlog::info("worker {} registered: host {}, device {}", id, req.host(), req.device());
   } else if (w->lost()) {
-    // Its job (if any) was failed when it was lost; it comes back empty-handed.
+    // Its job (if any) was restarted or failed when it was lost; it comes back empty-handed.
     w->info.set_state("idle");
+    w->draining_job.clear();
     spdlog::info("worker {} rejoined after being lost", id);
   } else {
     spdlog::info("worker {} re-registered", id);
+  }
+  if (!req.running_job_id().empty() && req.running_job_id() != w->info.job_id() &&
+      req.running_job_id() != w->draining_job) {
+    // A run this coordinator did not start (it restarted since, or gave the job up): stop it, and
+    // keep the worker out of scheduling until it has (the Cancel goes out when its stream opens).
+    spdlog::info("worker {} is still running job {} from before; stopping that run", id, req.running_job_id());
+    w->draining_job = req.running_job_id();
+    w->draining_since = SteadyClock::now();
   }
   w->info.set_host(req.host());
   w->info.set_device(req.device());
@@ -110,6 +119,12 @@ grpc::Status ClusterState::attach_stream(const std::string& worker_id, std::shar
     w->link = std::move(link);
     w->last_seen = SteadyClock::now();
     spdlog::info("worker {} connected", worker_id);
+    if (!w->draining_job.empty()) {
+      // Its stopped run may have missed the Cancel with the old stream: send it (again).
+      relora::v1::CoordinatorMessage cancel;
+      cancel.mutable_cancel()->set_job_id(w->draining_job);
+      send_locked(*w, cancel, pumps);
+    }
     if (!w->info.job_id().empty()) {
       // Reconnected mid-job: whatever the barrier sent while the old stream was dying may be
       // lost; resend it (workers ignore a command or resume for a step they already handled).
@@ -276,12 +291,20 @@ void ClusterState::on_log_locked(WorkerRecord& w, const relora::v1::WorkerLog& m
 }
 
 void ClusterState::on_finished_locked(WorkerRecord& w, const relora::v1::JobFinished& m, PumpList& pumps) {
+  if (!w.draining_job.empty() && w.draining_job == m.job_id()) {
+    // The stopped run has wound down on this worker: it is free for the next one (which may be
+    // the same job, restarted).
+    w.draining_job.clear();
+    schedule_locked(pumps);
+    publish_counts_locked();
+    return;
+  }
   JobRecord* job = job_of_message_locked(w, m.job_id(), m.rank(), pumps);
   if (job == nullptr) return;
   if (!m.ok()) {
     const std::string error = "rank " + std::to_string(m.rank()) + " (worker " + w.info.id() +
                               ") failed: " + (m.error().empty() ? "no error message" : m.error());
-    finish_job_locked(*job, relora::v1::JOB_STATE_FAILED, error, /*cancel_ranks=*/true, pumps);
+    restart_or_fail_locked(*job, error, m.retryable(), w.info.id(), pumps);
     return;
   }
   if (m.rank() != 0) return;  // the job is done when rank 0 (which writes the summary) is done
@@ -294,6 +317,15 @@ void ClusterState::check_workers_locked(SteadyClock::time_point now, PumpList& p
   const std::string timeout = format_duration(options_.heartbeat_timeout);
   for (auto& [id, w] : workers_) {
     if (w.lost()) continue;
+    // A cancelled run that never reports its end (a hung collective that outlives its own
+    // timeout): stop waiting for it rather than keep the worker out of scheduling forever.
+    const auto drain_limit = std::max<std::chrono::milliseconds>(std::chrono::minutes(5), 12 * options_.heartbeat_timeout);
+    if (!w.draining_job.empty() && now - w.draining_since > drain_limit) {
+      spdlog::warn("worker {}: job {} did not report its end within {} of its cancel; treating the worker as free",
+                   id, w.draining_job, format_duration(drain_limit));
+      w.draining_job.clear();
+      schedule_locked(pumps);
+    }
     if (now - w.last_seen > options_.heartbeat_timeout) {
       metrics_.heartbeat_missed();
       mark_lost_locked(w, "no heartbeat for " + timeout, pumps);
@@ -310,10 +342,12 @@ void ClusterState::mark_lost_locked(WorkerRecord& w, const std::string& why, Pum
   spdlog::warn("worker {} lost: {}", id, why);
   // Lost first: failing the job reschedules, and the freed gang must not include this worker.
   w.info.set_state("lost");
+  w.draining_job.clear();
   if (JobRecord* job = job_id.empty() ? nullptr : find_job_locked(job_id)) {
     const std::string reason = "worker " + id + " (rank " + std::to_string(rank) + ") lost: " + why;
+    add_event_locked(*job, job->job.progress().step(), rank, "worker_lost", reason);
     // Cancel goes to every rank, the lost one too: if it is merely slow it must stop as well.
-    finish_job_locked(*job, relora::v1::JOB_STATE_FAILED, reason, /*cancel_ranks=*/true, pumps);
+    restart_or_fail_locked(*job, reason, /*retryable=*/true, "", pumps);
   }
   w.info.clear_job_id();
   w.info.set_rank(-1);

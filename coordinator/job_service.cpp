@@ -18,10 +18,11 @@ namespace {
 // never sees it deleted. gRPC is done with it after OnDone, so outliving OnDone is fine.
 class WatchReactor final : public grpc::ServerWriteReactor<JobUpdate>, public WatchSink {
  public:
-  static WatchReactor* start(ClusterState& cluster, CoordinatorMetrics& metrics, const WatchJobRequest& req) {
+  static WatchReactor* start(ClusterState& cluster, CoordinatorMetrics& metrics, const WatchJobRequest& req,
+                             grpc::Status gate) {
     auto self = std::shared_ptr<WatchReactor>(new WatchReactor(cluster, metrics));
     self->self_ = self;
-    grpc::Status status = require_job_id(req.job_id());
+    grpc::Status status = gate.ok() ? require_job_id(req.job_id()) : gate;
     if (status.ok() && req.after_event_seq() < 0)
       status = {grpc::StatusCode::INVALID_ARGUMENT, "after_event_seq: must be >= 0"};
     if (status.ok()) status = cluster.add_watch(req.job_id(), req.after_event_seq(), self);
@@ -68,12 +69,12 @@ class WatchReactor final : public grpc::ServerWriteReactor<JobUpdate>, public Wa
 
 grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext* ctx, const SubmitJobRequest* req,
                                                     SubmitJobResponse* resp) {
-  return finish_unary(ctx, metrics_, "SubmitJob", [&] { return cluster_.submit_job(*req, resp->mutable_job()); });
+  return finish_unary(ctx, metrics_, "SubmitJob", auth_.check_client(*ctx, "SubmitJob"), [&] { return cluster_.submit_job(*req, resp->mutable_job()); });
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ctx, const GetJobRequest* req,
                                                  Job* resp) {
-  return finish_unary(ctx, metrics_, "GetJob", [&] {
+  return finish_unary(ctx, metrics_, "GetJob", auth_.check_client(*ctx, "GetJob"), [&] {
     grpc::Status st = require_job_id(req->job_id());
     return st.ok() ? cluster_.get_job(req->job_id(), resp) : st;
   });
@@ -81,7 +82,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
 
 grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* ctx, const ListJobsRequest*,
                                                    ListJobsResponse* resp) {
-  return finish_unary(ctx, metrics_, "ListJobs", [&] {
+  return finish_unary(ctx, metrics_, "ListJobs", auth_.check_client(*ctx, "ListJobs"), [&] {
     for (auto& job : cluster_.list_jobs()) *resp->add_jobs() = std::move(job);
     return grpc::Status::OK;
   });
@@ -89,20 +90,20 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* 
 
 grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext* ctx, const CancelJobRequest* req,
                                                     Job* resp) {
-  return finish_unary(ctx, metrics_, "CancelJob", [&] {
+  return finish_unary(ctx, metrics_, "CancelJob", auth_.check_client(*ctx, "CancelJob"), [&] {
     grpc::Status st = require_job_id(req->job_id());
     return st.ok() ? cluster_.cancel_job(req->job_id(), resp) : st;
   });
 }
 
-grpc::ServerWriteReactor<JobUpdate>* JobServiceImpl::WatchJob(grpc::CallbackServerContext*,
+grpc::ServerWriteReactor<JobUpdate>* JobServiceImpl::WatchJob(grpc::CallbackServerContext* ctx,
                                                               const WatchJobRequest* req) {
-  return WatchReactor::start(cluster_, metrics_, *req);
+  return WatchReactor::start(cluster_, metrics_, *req, auth_.check_client(*ctx, "WatchJob"));
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::GetJobEvents(grpc::CallbackServerContext* ctx, const GetJobEventsRequest* req,
                                                        GetJobEventsResponse* resp) {
-  return finish_unary(ctx, metrics_, "GetJobEvents", [&] {
+  return finish_unary(ctx, metrics_, "GetJobEvents", auth_.check_client(*ctx, "GetJobEvents"), [&] {
     grpc::Status st = require_job_id(req->job_id());
     if (!st.ok()) return st;
     if (req->after_seq() < 0) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "after_seq: must be >= 0");
@@ -116,7 +117,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJobEvents(grpc::CallbackServerConte
 
 grpc::ServerUnaryReactor* JobServiceImpl::ListWorkers(grpc::CallbackServerContext* ctx, const ListWorkersRequest*,
                                                       ListWorkersResponse* resp) {
-  return finish_unary(ctx, metrics_, "ListWorkers", [&] {
+  return finish_unary(ctx, metrics_, "ListWorkers", auth_.check_client(*ctx, "ListWorkers"), [&] {
     for (auto& w : cluster_.list_workers()) *resp->add_workers() = std::move(w);
     return grpc::Status::OK;
   });

@@ -6,6 +6,7 @@
 // state of its own; ClusterState serializes. Nothing here blocks.
 #pragma once
 
+#include "coordinator/auth.h"
 #include "coordinator/cluster_state.h"
 #include "relora/v1/service.grpc.pb.h"
 
@@ -13,7 +14,8 @@ namespace relora::coordinator {
 
 class JobServiceImpl final : public relora::v1::JobService::CallbackService {
  public:
-  JobServiceImpl(ClusterState& cluster, CoordinatorMetrics& metrics) : cluster_(cluster), metrics_(metrics) {}
+  JobServiceImpl(ClusterState& cluster, CoordinatorMetrics& metrics, const Authenticator& auth)
+      : cluster_(cluster), metrics_(metrics), auth_(auth) {}
 
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* ctx, const relora::v1::SubmitJobRequest* req,
                                       relora::v1::SubmitJobResponse* resp) override;
@@ -33,6 +35,7 @@ class JobServiceImpl final : public relora::v1::JobService::CallbackService {
  private:
   ClusterState& cluster_;
   CoordinatorMetrics& metrics_;
+  const Authenticator& auth_;
 };
 
 }  // namespace relora::coordinator

@@ -56,6 +56,19 @@ int main(int argc, char** argv) {
                  "serve Prometheus metrics on 0.0.0.0:PORT/metrics (0: pick a free port and log it; -1: off)")
       ->capture_default_str()
       ->check(CLI::Range(-1, 65535));
+  app.add_option("--client-token-file", options.client_token_file,
+                 "file holding the bearer token clients (relora) must present; with --worker-token-file. "
+                 "Without token files the coordinator serves loopback only")
+      ->check(CLI::ExistingFile);
+  app.add_option("--worker-token-file", options.worker_token_file,
+                 "file holding the bearer token workers must present; with --client-token-file")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-cert", options.tls.cert_file, "serve TLS with this PEM certificate (chain)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", options.tls.key_file, "the PEM private key of --tls-cert")->check(CLI::ExistingFile);
+  app.add_option("--tls-client-ca", options.tls.client_ca_file,
+                 "require client certificates signed by this PEM CA (mutual TLS)")
+      ->check(CLI::ExistingFile);
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));

@@ -1,5 +1,5 @@
 // Small helpers shared by the services: finish a unary call with the status of a body that may
-// throw. Library exceptions are caught once, here, at the RPC boundary (errors as values). Every
+// throw, once the caller is authenticated. Library exceptions are caught once, here, at the RPC boundary (errors as values). Every
 // unary call is counted and timed here (relora_coordinator_rpcs_total, _rpc_duration_seconds).
 #pragma once
 
@@ -13,13 +13,14 @@
 
 namespace relora::coordinator {
 
+// `gate` is the caller's authentication result: the body runs only when it is OK.
 template <typename Body>
 grpc::ServerUnaryReactor* finish_unary(grpc::CallbackServerContext* ctx, CoordinatorMetrics& metrics,
-                                       const char* method, Body&& body) {
+                                       const char* method, const grpc::Status& gate, Body&& body) {
   const auto start = std::chrono::steady_clock::now();
-  grpc::Status status;
+  grpc::Status status = gate;
   try {
-    status = body();
+    if (gate.ok()) status = body();
   } catch (const std::exception& e) {
     spdlog::error("{}: {}", method, e.what());
     status = grpc::Status(grpc::StatusCode::INTERNAL, std::string(method) + ": " + e.what());

@@ -16,7 +16,9 @@
 #include <string>
 #include <thread>
 
+#include "common/grpc_security.h"
 #include "common/metrics_server.h"
+#include "coordinator/auth.h"
 #include "coordinator/cluster_state.h"
 #include "coordinator/coordinator_metrics.h"
 #include "coordinator/job_service.h"
@@ -25,6 +27,10 @@
 
 namespace relora::coordinator {
 
+// The largest request the server accepts (gRPC's default, stated): job specs, reports and
+// heartbeats are kilobytes; anything near this is a mistake or an attack.
+constexpr int kMaxMessageBytes = 4 * 1024 * 1024;
+
 struct ServerOptions {
   std::string listen = "127.0.0.1:50051";    // host:port; port 0 picks a free port
   std::string state_dir = "./relora-state";  // holds relora.db
@@ -32,6 +38,11 @@ struct ServerOptions {
   std::chrono::milliseconds watch_interval{200};
   // Prometheus /metrics on 0.0.0.0:<port>: -1 off, 0 a free port (see metrics_port()).
   int metrics_port = -1;
+  // Bearer tokens (files holding one token each; both or neither). Without them the gate is open,
+  // so the server binds loopback only, whatever `listen` says, and logs that it did.
+  std::string client_token_file;
+  std::string worker_token_file;
+  ServerTls tls;  // TLS, and mutual TLS with a client CA; off when empty
 };
 
 class CoordinatorServer {
@@ -60,6 +71,8 @@ class CoordinatorServer {
   std::unique_ptr<MetricsServer> metrics_server_;  // null when metrics are off
   std::unique_ptr<CoordinatorMetrics> metrics_;
   std::string db_path_;
+  Authenticator auth_;
+  std::string listen_;  // options_.listen, or its loopback form when there are no tokens
   std::unique_ptr<JobStore> store_;
   std::unique_ptr<ClusterState> cluster_;
   std::unique_ptr<JobServiceImpl> job_service_;

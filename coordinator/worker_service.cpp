@@ -22,10 +22,13 @@ class WorkerStream final : public grpc::ServerBidiReactor<WorkerMessage, Coordin
                            public WorkerLink,
                            public std::enable_shared_from_this<WorkerStream> {
  public:
-  static WorkerStream* start(ClusterState& cluster, CoordinatorMetrics& metrics) {
+  static WorkerStream* start(ClusterState& cluster, CoordinatorMetrics& metrics, const grpc::Status& gate) {
     auto self = std::shared_ptr<WorkerStream>(new WorkerStream(cluster, metrics));
     self->self_ = self;
-    self->StartRead(&self->in_);
+    if (gate.ok())
+      self->StartRead(&self->in_);
+    else
+      self->end(gate);  // unauthenticated: finish before reading anything
     return self.get();
   }
 
@@ -109,16 +112,16 @@ class WorkerStream final : public grpc::ServerBidiReactor<WorkerMessage, Coordin
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::Register(grpc::CallbackServerContext* ctx, const RegisterRequest* req,
                                                       RegisterResponse* resp) {
-  return finish_unary(ctx, metrics_, "Register", [&] { return cluster_.register_worker(*req, resp); });
+  return finish_unary(ctx, metrics_, "Register", auth_.check_worker(*ctx, "Register"), [&] { return cluster_.register_worker(*req, resp); });
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerContext* ctx, const HeartbeatRequest* req,
                                                        HeartbeatResponse*) {
-  return finish_unary(ctx, metrics_, "Heartbeat", [&] { return cluster_.heartbeat(req->worker_id()); });
+  return finish_unary(ctx, metrics_, "Heartbeat", auth_.check_worker(*ctx, "Heartbeat"), [&] { return cluster_.heartbeat(req->worker_id()); });
 }
 
-grpc::ServerBidiReactor<WorkerMessage, CoordinatorMessage>* WorkerServiceImpl::Connect(grpc::CallbackServerContext*) {
-  return WorkerStream::start(cluster_, metrics_);
+grpc::ServerBidiReactor<WorkerMessage, CoordinatorMessage>* WorkerServiceImpl::Connect(grpc::CallbackServerContext* ctx) {
+  return WorkerStream::start(cluster_, metrics_, auth_.check_worker(*ctx, "Connect"));
 }
 
 }  // namespace relora::coordinator

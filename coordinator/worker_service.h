@@ -13,6 +13,7 @@
 // through a StreamWriter. Nothing here blocks.
 #pragma once
 
+#include "coordinator/auth.h"
 #include "coordinator/cluster_state.h"
 #include "relora/v1/service.grpc.pb.h"
 
@@ -20,7 +21,8 @@ namespace relora::coordinator {
 
 class WorkerServiceImpl final : public relora::v1::WorkerService::CallbackService {
  public:
-  WorkerServiceImpl(ClusterState& cluster, CoordinatorMetrics& metrics) : cluster_(cluster), metrics_(metrics) {}
+  WorkerServiceImpl(ClusterState& cluster, CoordinatorMetrics& metrics, const Authenticator& auth)
+      : cluster_(cluster), metrics_(metrics), auth_(auth) {}
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx, const relora::v1::RegisterRequest* req,
                                      relora::v1::RegisterResponse* resp) override;
@@ -32,6 +34,7 @@ class WorkerServiceImpl final : public relora::v1::WorkerService::CallbackServic
  private:
   ClusterState& cluster_;
   CoordinatorMetrics& metrics_;
+  const Authenticator& auth_;
 };
 
 }  // namespace relora::coordinator

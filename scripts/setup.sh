@@ -16,7 +16,7 @@ PACKAGES=(
   # Real English text for the demo job's default corpus (/usr/share/games/fortunes).
   fortunes
   # Test-time tools.
-  python3 python3-numpy prometheus yamllint shellcheck
+  python3 python3-numpy python3-yaml prometheus yamllint shellcheck
   # Plots of the quality experiment (bench/quality/report.py, docs/results.md).
   python3-matplotlib
 )

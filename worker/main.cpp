@@ -1,7 +1,7 @@
 // relora-worker: runs ReLoRA training.
 //   relora-worker --standalone JOB.yaml [--summary-json PATH]   the whole job in this process
 //   relora-worker --export CHECKPOINT --out DIR                  a merged Hugging Face model
-//   relora-worker --coordinator HOST:PORT [--host NAME] [--device cpu|cuda:N]
+//   relora-worker --coordinator HOST:PORT [--host NAME] [--device cpu|cuda:N] [--token-file F] [--tls-ca F]
 //                                                                a cluster worker, until SIGINT/SIGTERM
 // Exit codes: 0 success, 2 bad input (job spec, flags, files), 1 training failed.
 #include <signal.h>
@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
 
+#include "common/grpc_security.h"
 #include "common/job_spec.h"
 #include "common/metrics_server.h"
 #include "worker/cluster/health_server.h"
@@ -164,7 +165,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 65535))
       ->capture_default_str()
       ->needs(coordinator_opt);
+  // RELORA_DEVICE lets a deployment overlay (the Kubernetes GPU one) choose the device without
+  // repeating the whole argument list.
   app.add_option("--device", device, "Where to train: cpu, or cuda:N in CUDA builds (NCCL between ranks)")
+      ->envname("RELORA_DEVICE")
       ->capture_default_str()
       ->needs(coordinator_opt);
   app.add_option("--heartbeat-interval", heartbeat_s, "Seconds between heartbeats (0: the coordinator's)")
@@ -192,6 +196,30 @@ int main(int argc, char** argv) {
   int metrics_port = -1;
   app.add_option("--metrics-port", metrics_port, "Serve Prometheus metrics on this port (0: any free port; -1: off)")
       ->check(CLI::Range(-1, 65535));
+  std::string token_file;
+  relora::ClientSecurity security;
+  app.add_option("--token-file", token_file, "File holding the worker bearer token the coordinator expects")
+      ->check(CLI::ExistingFile)
+      ->needs(coordinator_opt);
+  app.add_option("--tls-ca", security.tls_ca_file, "Use TLS, trusting the coordinator's certificate to this PEM CA")
+      ->check(CLI::ExistingFile)
+      ->needs(coordinator_opt);
+  app.add_option("--tls-cert", security.tls_cert_file, "Client certificate for mutual TLS (PEM; with --tls-key)")
+      ->check(CLI::ExistingFile)
+      ->needs(coordinator_opt);
+  app.add_option("--tls-key", security.tls_key_file, "Private key of --tls-cert (PEM)")
+      ->check(CLI::ExistingFile)
+      ->needs(coordinator_opt);
+  relora::PathRoots roots;
+  app.add_option("--data-root", roots.data,
+                 "Jobs may read only under these directories (and --checkpoint-root); symlinks are followed "
+                 "before the check (repeatable)")
+      ->check(CLI::ExistingDirectory)
+      ->needs(coordinator_opt);
+  app.add_option("--checkpoint-root", roots.checkpoint,
+                 "Jobs may write (checkpoint.dir, data.cache_dir) only under this directory")
+      ->check(CLI::ExistingDirectory)
+      ->needs(coordinator_opt);
   std::string health_listen;
   app.add_option("--health-listen", health_listen,
                  "Serve the gRPC health service on HOST:PORT (Kubernetes probes; cluster mode)");
@@ -222,6 +250,8 @@ int main(int argc, char** argv) {
       metrics = std::make_unique<relora::MetricsServer>(relora::metrics_bind_address(metrics_port));
       spdlog::info("metrics: http://127.0.0.1:{}/metrics", metrics->port());
     }
+    if (!token_file.empty()) security.token = relora::read_token_file(token_file);
+    relora::channel_credentials(security);  // a bad TLS file or flag pair fails here, before any work
     if (!health_listen.empty()) {
       health = std::make_unique<relora::cluster::HealthServer>(health_listen);
       spdlog::info("health: grpc.health.v1.Health on port {}", health->port());
@@ -234,6 +264,8 @@ int main(int argc, char** argv) {
   if (!coordinator.empty()) {
     relora::cluster::ClusterWorkerOptions options;
     options.client.address = coordinator;
+    options.client.security = security;
+    options.roots = roots;
     options.client.host = host;
     options.client.memory_bytes = relora::cluster::total_memory_bytes();
     options.client.device = device;

@@ -438,5 +438,18 @@ TEST(JobSpecFuzzRegression, InvalidUtf8IsAJobSpecErrorNamingTheField) {
             "d\xc3\xa9j\xc3\xa0/\xf0\x9f\x98\x80.txt");
 }
 
+// A spec is stored by the coordinator and sent to every rank: its paths and lists are bounded.
+TEST(JobSpec, PathLengthsAndFileCountsAreBounded) {
+  const std::string long_path(5000, 'a');
+  EXPECT_THAT(error_of("name: x\nmodel: {preset: nano}\ndata: {train: [" + long_path + "]}\ntraining: {steps: 10}\n"
+                       "relora: {mode: full}\n"),
+              HasSubstr("data.train[0]: a path of 5000 characters (at most 4096)"));
+  EXPECT_THAT(error_of(std::string(kMinimal) + "checkpoint: {dir: " + long_path + "}\n"),
+              HasSubstr("characters (at most 4096)"));  // checkpoint.dir, or the cache_dir under it
+  std::string many = "name: x\nmodel: {preset: nano}\ntraining: {steps: 10}\nrelora: {mode: full}\ndata: {train: [";
+  for (int i = 0; i <= 10000; ++i) many += (i ? ",f" : "f") + std::to_string(i);
+  EXPECT_THAT(error_of(many + "]}\n"), HasSubstr("data.train: more than 10000 entries"));
+}
+
 }  // namespace
 }  // namespace relora

@@ -32,7 +32,8 @@ inline void set_deadline(grpc::ClientContext& ctx, std::chrono::milliseconds d =
 }
 
 // A valid two-worker ReLoRA job: boundaries low_rank_start@20, cycle_end@60, job_end@100.
-inline std::string job_yaml(const std::string& name, int workers = 1) {
+// `cluster_extra`: more cluster fields (", min_workers: 1").
+inline std::string job_yaml(const std::string& name, int workers = 1, const std::string& cluster_extra = "") {
   return "name: " + name +
          "\n"
          "model: {preset: nano}\n"
@@ -40,7 +41,7 @@ inline std::string job_yaml(const std::string& name, int workers = 1) {
          "training: {steps: 100}\n"
          "relora: {warm_start_steps: 20, cycle_steps: 40}\n"
          "cluster: {workers: " +
-         std::to_string(workers) + "}\n";
+         std::to_string(workers) + cluster_extra + "}\n";
 }
 
 // Polls `pred` until it holds or `timeout` passes.
@@ -265,8 +266,9 @@ class SimWorker {
     p->set_checkpoint(checkpoint);
     send(m);
   }
+  // `retryable`: the failure happened while training (a restart may succeed).
   void finished(const std::string& job, int rank, bool ok, const std::string& error = "",
-                const std::string& summary = "") {
+                const std::string& summary = "", bool retryable = false) {
     v1::WorkerMessage m;
     auto* f = m.mutable_finished();
     f->set_job_id(job);
@@ -274,6 +276,7 @@ class SimWorker {
     f->set_ok(ok);
     f->set_error(error);
     f->set_summary_json(summary);
+    f->set_retryable(retryable);
     send(m);
   }
 

@@ -315,7 +315,7 @@ TEST(CoordinatorMetrics, ALostWorkerIsAHeartbeatMissAndLeavesTheLostState) {
   const int port = c.server().metrics_port();
   SimWorker silent(c.channel(), "host-a", 29501);
   silent.join();
-  const std::string job = c.submit_ok(job_yaml("lost", 1)).id();
+  const std::string job = c.submit_ok(job_yaml("lost", 1, ", max_restarts: 0")).id();
   ASSERT_TRUE(silent.next().has_value());
   ASSERT_TRUE(c.wait_state(job, v1::JOB_STATE_FAILED, 3000ms));
   const Scrape s(port);

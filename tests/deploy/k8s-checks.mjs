@@ -164,6 +164,7 @@ function checkOverlay(name, objects, { gpu, dashboards }) {
       c.ok(env.NCCL_DEBUG?.value === "WARN", `${P} worker sets NCCL_DEBUG=WARN`, JSON.stringify(env.NCCL_DEBUG));
       c.ok(["0", "1"].includes(env.NCCL_IB_DISABLE?.value), `${P} worker sets NCCL_IB_DISABLE`, JSON.stringify(env.NCCL_IB_DISABLE));
       c.ok((podSpec.tolerations ?? []).some((t) => t.key === "nvidia.com/gpu"), `${P} worker tolerates the nvidia.com/gpu taint`);
+      c.ok(/^cuda(:\d+)?$/.test(env.RELORA_DEVICE?.value ?? ""), `${P} worker trains on its GPU (RELORA_DEVICE=cuda:N)`, JSON.stringify(env.RELORA_DEVICE));
       c.ok(/^relora-worker-cuda:/.test(ct.image), `${P} worker image is relora-worker-cuda`, ct.image);
     } else {
       c.ok(gpuReq === undefined && gpuLim === undefined, `${P} CPU workers request no GPU`);

@@ -21,7 +21,8 @@ WORKER = os.path.join(BUILD, "worker/relora-worker")
 TEXT = os.path.join(SHARED, "tinyshakespeare/input.txt")
 
 
-def job_yaml(name, ckpt_dir, cache_dir, workers, grad_accum, micro_batch=4):
+def job_yaml(name, ckpt_dir, cache_dir, workers, grad_accum, micro_batch=4, steps=24, checkpoint_every=10,
+             cluster_extra=""):
     return f"""
 name: {name}
 model: {{hidden_size: 64, num_layers: 2, num_heads: 2, intermediate_size: 128, vocab_size: 512}}
@@ -30,20 +31,20 @@ data:
   tokenizer_vocab_size: 512
   seq_len: 32
   cache_dir: "{cache_dir}"
-training: {{steps: 24, micro_batch_size: {micro_batch}, grad_accum_steps: {grad_accum}, lr: 0.003,
+training: {{steps: {steps}, micro_batch_size: {micro_batch}, grad_accum_steps: {grad_accum}, lr: 0.003,
            warmup_steps: 2, seed: 11}}
 relora: {{mode: relora, rank: 8, alpha: 16, dropout: 0.0, warm_start_steps: 4, cycle_steps: 5,
          restart_warmup_steps: 1}}
 eval: {{every_steps: 0, max_tokens: 2048}}
-checkpoint: {{dir: "{ckpt_dir}", every_steps: 10, keep: 2}}
-cluster: {{workers: {workers}}}
+checkpoint: {{dir: "{ckpt_dir}", every_steps: {checkpoint_every}, keep: 2}}
+cluster: {{workers: {workers}{cluster_extra}}}
 """
 
 
 class Cluster:
     """A coordinator and N workers in a temporary directory; stopped on close()."""
 
-    def __init__(self, root, workers):
+    def __init__(self, root, workers, worker_args=()):
         self.root = root
         self.state = os.path.join(root, "state")
         self.procs = []
@@ -54,7 +55,7 @@ class Cluster:
             log = open(os.path.join(root, f"worker-{rank}.log"), "wb")
             self.logs.append(log)
             self.procs.append(subprocess.Popen(
-                [WORKER, "--coordinator", self.address, "--threads", "1"],
+                [WORKER, "--coordinator", self.address, "--threads", "1", *worker_args],
                 stdout=log, stderr=subprocess.STDOUT, cwd=root))
 
     def start_coordinator(self):

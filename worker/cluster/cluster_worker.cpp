@@ -44,8 +44,13 @@ void check_same_resume_point(DataParallelGroup& group, const relora::v1::JobSpec
 }  // namespace
 
 ClusterWorker::ClusterWorker(ClusterWorkerOptions options) : options_(std::move(options)) {
+  CoordinatorClientOptions client = options_.client;
+  client.running_job = [this] {
+    std::lock_guard<std::mutex> lock(mu_);
+    return active_ ? active_->job_id() : std::string();
+  };
   client_ = std::make_unique<CoordinatorClient>(
-      options_.client, [this](const CoordinatorMessage& msg) { on_message(msg); }, [this] { on_connected(); });
+      std::move(client), [this](const CoordinatorMessage& msg) { on_message(msg); }, [this] { on_connected(); });
 }
 
 ClusterWorker::~ClusterWorker() {
@@ -90,6 +95,8 @@ void ClusterWorker::on_message(const CoordinatorMessage& msg) {
         spdlog::warn("ignoring a repeated assignment of job {}", a.job_id());
         return;
       }
+      // A restarted job comes back to workers that saw its earlier run cancelled.
+      cancelled_.erase(std::remove(cancelled_.begin(), cancelled_.end(), a.job_id()), cancelled_.end());
       pending_.push_back(a);
       cv_.notify_all();
       return;
@@ -143,6 +150,9 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
   spdlog::info("job {} ({}): rank {} of {}", job, a.spec().name(), rank, world);
 
   bool ok = false;
+  // Whether a failure is the run's (a lost peer, a collective, a device error: a restart from the
+  // checkpoint may succeed) rather than the input's (spec, data files: it would fail again).
+  bool retryable = false;
   std::string error, summary_json;
   try {
     if (controller.stopping()) throw std::runtime_error(controller.stop_reason());
@@ -150,6 +160,7 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
       throw std::invalid_argument("assignment: rank " + std::to_string(rank) + " is not in a world of " +
                                   std::to_string(world));
     validate_job_spec(a.spec());
+    check_job_paths(a.spec(), options_.roots);
 
     train::TrainerOptions topts;
     topts.rank = rank;
@@ -168,6 +179,7 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
     std::unique_ptr<DataParallelGroup> group;
     std::unique_ptr<BucketedGradientSync> sync;
     if (world > 1) {
+      retryable = true;  // the rendezvous fails when a peer is gone
       GroupOptions g;
       g.store_host = a.rendezvous_host();
       g.store_port = a.rendezvous_port();
@@ -185,12 +197,14 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
     }
     std::unique_ptr<train::Trainer> trainer;
     auto build = [&] { trainer = std::make_unique<train::Trainer>(a.spec(), topts); };
+    retryable = false;  // data, tokenizer, checkpoint: the input
     if (group) {
       group->run_rank0_first("prepare", build, options_.data_timeout);
       check_same_resume_point(*group, a.spec(), options_.rendezvous_timeout);
     } else {
       build();
     }
+    retryable = true;
     const train::TrainSummary summary = trainer->run();
     ok = summary.completed;
     if (!ok) error = controller.stopping() ? controller.stop_reason() : "stopped before the last step";
@@ -200,10 +214,15 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
     error = controller.stopping() ? controller.stop_reason() : error_message(e);
     if (!controller.stopping()) spdlog::error("job {}: rank {} failed: {}", job, rank, error);
   }
-  auto finished = reporter.finished(ok, error, summary_json);
   {
+    // Before JobFinished goes out: the coordinator may answer it with this job again (a restart),
+    // which must not look like a repeat of the run still active here.
     std::lock_guard<std::mutex> lock(mu_);
     active_ = nullptr;
+  }
+  auto finished = reporter.finished(ok, error, summary_json, retryable && !ok);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
     last_finished_ = std::move(finished);
   }
   spdlog::info("job {}: rank {} {}; waiting for the next assignment", job, rank,

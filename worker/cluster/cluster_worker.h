@@ -51,6 +51,7 @@
 #include <optional>
 #include <string>
 
+#include "common/path_roots.h"
 #include "relora/v1/service.pb.h"
 #include "worker/cluster/coordinator_client.h"
 
@@ -81,6 +82,8 @@ struct ClusterWorkerOptions {
   int64_t bucket_bytes = int64_t{25} << 20;
   // Each job's Prometheus series (labels job_id, rank, worker) go here; nullptr: no metrics.
   prometheus::Registry* metrics_registry = nullptr;
+  // Where jobs may read and write (common/path_roots.h); empty: anywhere.
+  PathRoots roots;
 };
 
 class ClusterWorker {

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/grpc_security.h"
+
 #include "worker/cluster/host_info.h"
 
 namespace relora::cluster {
@@ -42,7 +44,7 @@ CoordinatorClient::CoordinatorClient(CoordinatorClientOptions options, MessageHa
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, static_cast<int>(options_.backoff_initial.count()));
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(options_.backoff_initial.count()));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options_.backoff_max.count()));
-  channel_ = grpc::CreateCustomChannel(options_.address, grpc::InsecureChannelCredentials(), args);
+  channel_ = grpc::CreateCustomChannel(options_.address, channel_credentials(options_.security), args);
   stub_ = relora::v1::WorkerService::NewStub(channel_);
 }
 
@@ -147,15 +149,20 @@ bool CoordinatorClient::register_once(std::string* why) {
   }
   req.set_host(options_.host);
   req.set_device(options_.device);
+  if (options_.running_job) req.set_running_job_id(options_.running_job());
   req.set_memory_bytes(options_.memory_bytes);
   call->set_deadline(std::chrono::system_clock::now() + options_.rpc_timeout);
   call->set_wait_for_ready(true);  // a coordinator that is starting up answers within the deadline
+  add_bearer_token(*call, options_.security.token);
   relora::v1::RegisterResponse resp;
   const grpc::Status status = stub_->Register(call.get(), req, &resp);
   std::lock_guard<std::mutex> lock(mu_);
   register_call_.reset();
   if (!status.ok()) {
     *why = "Register failed (" + status_text(status) + ")";
+    // Retrying cannot fix a token: say so at every attempt, not only the first of an outage.
+    if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED)
+      spdlog::error("coordinator {} rejected this worker's token; check --token-file", options_.address);
     return false;
   }
   if (!worker_id_.empty() && resp.worker_id() != worker_id_)
@@ -172,6 +179,7 @@ bool CoordinatorClient::register_once(std::string* why) {
 
 bool CoordinatorClient::run_session(std::string* why) {
   auto session = std::make_shared<Session>();
+  add_bearer_token(session->ctx, options_.security.token);
   relora::v1::WorkerMessage hello;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -268,6 +276,7 @@ void CoordinatorClient::heartbeat_loop() {
       heartbeat_call_ = call;
     }
     call->set_deadline(std::chrono::system_clock::now() + options_.rpc_timeout);
+    add_bearer_token(*call, options_.security.token);
     relora::v1::HeartbeatResponse resp;
     const grpc::Status status = stub_->Heartbeat(call.get(), req, &resp);
     {

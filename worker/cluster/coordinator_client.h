@@ -30,6 +30,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "common/grpc_security.h"
 #include "relora/v1/service.grpc.pb.h"
 #include "worker/cluster/message_sink.h"
 
@@ -43,11 +44,15 @@ struct CoordinatorClientOptions {
   // The port this worker's c10d store listens on when it is rank 0 (where only declared ports are
   // reachable, e.g. in a container). 0: a free one, found at each registration.
   int rendezvous_port = 0;
+  relora::ClientSecurity security;  // the worker token and TLS settings (default: plaintext, no token)
   std::chrono::milliseconds rpc_timeout{std::chrono::seconds(5)};
   std::chrono::milliseconds heartbeat_interval{0};  // 0: the interval Register returns
   int heartbeat_misses = 3;
   std::chrono::milliseconds backoff_initial{200};
   std::chrono::milliseconds backoff_max{5000};
+  // The job this worker is training right now ("" if none), sent with every Register so that a
+  // restarted coordinator knows about runs it did not start. Called on the connection thread.
+  std::function<std::string()> running_job;
 };
 
 class CoordinatorClient final : public MessageSink {

@@ -8,6 +8,7 @@
 #include <string>
 
 namespace grpc {
+class CallbackGenericService;
 class Server;
 }
 
@@ -23,6 +24,7 @@ class HealthServer {
   int port() const { return port_; }
 
  private:
+  std::unique_ptr<grpc::CallbackGenericService> unimplemented_;  // outlives server_
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
 };

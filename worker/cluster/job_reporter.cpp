@@ -80,7 +80,8 @@ void JobReporter::on_checkpoint(int64_t step, const std::string& path) {
   send_progress(path);
 }
 
-relora::v1::WorkerMessage JobReporter::finished(bool ok, const std::string& error, const std::string& summary_json) {
+relora::v1::WorkerMessage JobReporter::finished(bool ok, const std::string& error, const std::string& summary_json,
+                                                bool retryable) {
   relora::v1::WorkerMessage msg;
   auto* done = msg.mutable_finished();
   done->set_job_id(job_id_);
@@ -88,6 +89,7 @@ relora::v1::WorkerMessage JobReporter::finished(bool ok, const std::string& erro
   done->set_ok(ok);
   done->set_error(error);
   done->set_summary_json(summary_json);
+  done->set_retryable(retryable);
   sink_.send(msg);
   return msg;
 }

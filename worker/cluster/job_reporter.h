@@ -31,7 +31,9 @@ class JobReporter {
   void on_event(int64_t step, const std::string& text);
   void on_checkpoint(int64_t step, const std::string& path);
   // Returns the message it sent (the worker sends it again after a reconnect).
-  relora::v1::WorkerMessage finished(bool ok, const std::string& error, const std::string& summary_json);
+  // `retryable`: the failure was the run's, not the input's (see JobFinished.retryable).
+  relora::v1::WorkerMessage finished(bool ok, const std::string& error, const std::string& summary_json,
+                                     bool retryable = false);
 
  private:
   void send_progress(const std::string& checkpoint);

@@ -15,6 +15,8 @@
 #include <spdlog/spdlog.h>
 #include <zlib.h>
 
+#include "common/failpoint.h"
+
 namespace fs = std::filesystem;
 
 namespace relora::train {
@@ -83,11 +85,21 @@ std::string CheckpointStore::save(int64_t step, const nlohmann::json& meta, cons
   const std::string name = step_dir_name(step);
   const std::string final_dir = dir_ + "/" + name;
   const std::string tmp_dir = dir_ + "/." + name + ".tmp-" + std::to_string(::getpid());
-  fs::remove_all(tmp_dir);
+  // Leftovers of saves that crashed before their commit (one writer per store: rank 0 of the
+  // job, so none of them is still being written).
+  for (const auto& entry : fs::directory_iterator(dir_)) {
+    const std::string leftover = entry.path().filename().string();
+    if (leftover.rfind(".step-", 0) == 0 && leftover.find(".tmp-") != std::string::npos) {
+      spdlog::info("removing {}: an interrupted checkpoint save", entry.path().string());
+      fs::remove_all(entry.path());
+    }
+  }
   fs::create_directories(tmp_dir);
 
   const std::string state_path = tmp_dir + "/" + kStateFile;
   write_safetensors(state_path, tensors);
+  // The reliability tests crash here: state written, checkpoint not yet committed.
+  crash_at_failpoint("checkpoint-save", step);
   fsync_path(state_path);
   const FileDigest digest = digest_file(state_path);
 

@@ -258,7 +258,10 @@ void Trainer::apply_boundary(const Boundary& boundary) {
     monitor_->merged(cmd.reset != ResetMode::kNone);
     report_update_rank();
   }
-  last_boundary_step_ = boundary.step;
+  // A stop (cancel, shutdown) stands in for the boundary's own command, which was never applied:
+  // leave the boundary pending, so that a resume from the checkpoint saved below asks for it
+  // again instead of skipping a merge.
+  if (!cmd.stop) last_boundary_step_ = boundary.step;
   if (cmd.evaluate) evaluate();
   if (cmd.checkpoint) save_checkpoint();
   controller_->acknowledge(boundary, controller_->wants_parameter_checksum() ? parameter_checksum(model_) : "");
@@ -455,12 +458,31 @@ bool Trainer::resume_from_checkpoint() {
     gen.set_state(rng->second);
   }
   step_ = ckpt->step;
-  merges_ = meta.value("merges", int64_t{0});
-  optimizer_resets_ = meta.value("optimizer_resets", int64_t{0});
-  last_boundary_step_ = meta.value("last_boundary_step", int64_t{-1});
+  // The data order continues where it stopped only under the global batch the checkpoint was
+  // saved with. An elastic restart on fewer ranks keeps it (common/elastic.h); anything else would
+  // silently skip or repeat samples.
+  // meta.json has no checksum of its own: a field of the wrong type is an error naming it, not a
+  // nlohmann exception.
+  auto meta_int = [&](const char* key, int64_t fallback) -> int64_t {
+    if (!meta.contains(key)) return fallback;
+    if (!meta[key].is_number_integer())
+      throw std::runtime_error(ckpt->path + "/meta.json: " + key + " is not an integer");
+    return meta[key].get<int64_t>();
+  };
+  const int64_t next_sample = step_ * geometry_.global_batch();
+  const int64_t saved_next_sample = meta_int("next_sample", next_sample);
+  if (saved_next_sample != next_sample)
+    throw std::runtime_error(ckpt->path + ": saved at sample " + std::to_string(saved_next_sample) + " of step " +
+                             std::to_string(step_) + ", but this run's global batch puts that step at sample " +
+                             std::to_string(next_sample) +
+                             " (micro_batch_size * grad_accum_steps * workers changed since the checkpoint)");
+  merges_ = meta_int("merges", 0);
+  optimizer_resets_ = meta_int("optimizer_resets", 0);
+  last_boundary_step_ = meta_int("last_boundary_step", -1);
   last_checkpoint_ = ckpt->path;
   if (options_.rank == 0) truncate_metrics_after(step_);
-  event("resumed from " + ckpt->path);
+  event("resumed from " + ckpt->path + " on " + std::to_string(options_.world) + " rank(s), at sample " +
+        std::to_string(next_sample));
   return true;
 }
 
