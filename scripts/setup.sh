@@ -19,6 +19,9 @@ PACKAGES=(
   python3 python3-numpy python3-yaml prometheus yamllint shellcheck
   # Plots of the quality experiment (bench/quality/report.py, docs/results.md).
   python3-matplotlib
+  # The fuzz targets of the test suite (scripts/fuzz-build.sh): clang with libFuzzer and the
+  # sanitizer runtimes.
+  clang-14 libclang-rt-14-dev llvm-14
 )
 
 missing=()
