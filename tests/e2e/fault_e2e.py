@@ -51,6 +51,17 @@ class WorkerFaults(unittest.TestCase):
                              checkpoint_every=CHECKPOINT_EVERY, cluster_extra=cluster_extra))
         return path, ckpt
 
+    def watch_to_completion(self, cluster, job_id):
+        """Follows the job to its end; asserts it completed every step and checkpointed the last.
+        Returns its final status."""
+        watch = cluster.cli("watch", job_id, check=False)
+        self.assertEqual(watch.returncode, 0, watch.stdout[-3000:] + watch.stderr)
+        status = cluster.cli_json("status", job_id)
+        self.assertEqual(status["state"], "completed")
+        self.assertEqual(status["step"], STEPS)
+        self.assertEqual(os.path.basename(status["checkpoint"]), f"step-{STEPS:08d}")
+        return status
+
     def wait_workers(self, cluster, count):
         deadline = time.time() + 60
         while len(cluster.cli_json("workers")) < count:
@@ -94,15 +105,9 @@ class WorkerFaults(unittest.TestCase):
             job, ckpt = self.write_job("elastic", workers=2, grad_accum=1, cluster_extra=", min_workers: 1")
             job_id = cluster.cli_json("submit", job)["job_id"]
             killed_at = self.kill_a_rank_after_first_checkpoint(cluster, job_id)
-            watch = cluster.cli("watch", job_id, check=False)
-            self.assertEqual(watch.returncode, 0, watch.stdout[-3000:] + watch.stderr)
-
-            status = cluster.cli_json("status", job_id)
-            self.assertEqual(status["state"], "completed")
-            self.assertEqual(status["step"], STEPS)
+            status = self.watch_to_completion(cluster, job_id)
             self.assertEqual(status["restarts"], 1)
             self.assertEqual(status["world_size"], 1)
-            self.assertEqual(os.path.basename(status["checkpoint"]), f"step-{STEPS:08d}")
             kinds = [e["kind"] for e in self.events(cluster, job_id)]
             self.assertIn("restarting", kinds)
             restarting = [e for e in self.events(cluster, job_id) if e["kind"] == "restarting"][0]
@@ -139,12 +144,7 @@ class WorkerFaults(unittest.TestCase):
             time.sleep(1)  # the workers go on training, then find the coordinator gone
             cluster.start_coordinator()  # same state dir, same port: the workers reconnect
 
-            watch = cluster.cli("watch", job_id, check=False)
-            self.assertEqual(watch.returncode, 0, watch.stdout[-3000:] + watch.stderr)
-            status = cluster.cli_json("status", job_id)
-            self.assertEqual(status["state"], "completed")
-            self.assertEqual(status["step"], STEPS)
-            self.assertEqual(os.path.basename(status["checkpoint"]), f"step-{STEPS:08d}")
+            self.watch_to_completion(cluster, job_id)
             kinds = [e["kind"] for e in self.events(cluster, job_id)]
             self.assertIn("requeued", kinds)
             # Both jobs are still known, each once; the finished one was not run again.
@@ -172,11 +172,7 @@ class WorkerFaults(unittest.TestCase):
             job_id = cluster.cli_json("submit", job)["job_id"]
             self.kill_a_rank_after_first_checkpoint(cluster, job_id, rank=1, sig=signal.SIGSTOP)
             started = time.time()
-            watch = cluster.cli("watch", job_id, check=False)
-            self.assertEqual(watch.returncode, 0, watch.stdout[-3000:] + watch.stderr)
-            status = cluster.cli_json("status", job_id)
-            self.assertEqual(status["state"], "completed")
-            self.assertEqual(status["step"], STEPS)
+            status = self.watch_to_completion(cluster, job_id)
             self.assertEqual(status["world_size"], 1)
             self.assertGreaterEqual(status["restarts"], 1)
             events = self.events(cluster, job_id)
