@@ -14,9 +14,17 @@ BucketedGradientSync::BucketedGradientSync(DataParallelGroup& group, int64_t buc
 
 void BucketedGradientSync::all_reduce_mean(std::vector<torch::Tensor>& tensors) {
   ++calls_;
+  reduce(tensors, /*mean=*/true);
+}
+
+void BucketedGradientSync::all_reduce_sum(std::vector<torch::Tensor>& tensors) { reduce(tensors, /*mean=*/false); }
+
+void BucketedGradientSync::reduce(std::vector<torch::Tensor>& tensors, bool mean) {
   // On the tensors' device, so that it shares a bucket with the loss (NCCL reduces no CPU tensors).
+  // Only the per-step mean carries the stop vote: every rank makes the same calls in the same
+  // order, so the vote is counted once per step everywhere.
   const auto device = tensors.empty() ? torch::Device(torch::kCPU) : tensors.front().device();
-  auto vote = torch::full({1}, local_stop_ && local_stop_() ? 1.0 : 0.0,
+  auto vote = torch::full({1}, mean && local_stop_ && local_stop_() ? 1.0 : 0.0,
                           torch::TensorOptions(torch::kFloat64).device(device));
 
   // ---- pack: consecutive members of one dtype and device, up to bucket_bytes_ each ----------
@@ -49,7 +57,7 @@ void BucketedGradientSync::all_reduce_mean(std::vector<torch::Tensor>& tensors) 
     open.push_back(buckets.size() - 1);
   };
   for (const auto& t : tensors) add(t);
-  add(vote);
+  if (mean) add(vote);
 
   std::vector<torch::Tensor> flats;
   flats.reserve(buckets.size());
@@ -72,7 +80,7 @@ void BucketedGradientSync::all_reduce_mean(std::vector<torch::Tensor>& tensors) 
   torch::NoGradGuard no_grad;
   const double world = static_cast<double>(group_.world());
   for (auto& bucket : buckets) {
-    bucket.flat.div_(world);
+    if (mean) bucket.flat.div_(world);
     if (bucket.flat.is_same(bucket.members[0])) continue;
     int64_t offset = 0;
     for (auto& m : bucket.members) {
@@ -80,7 +88,7 @@ void BucketedGradientSync::all_reduce_mean(std::vector<torch::Tensor>& tensors) 
       offset += m.numel();
     }
   }
-  if (vote.item<double>() > 0) stop_agreed_ = true;
+  if (mean && vote.item<double>() > 0) stop_agreed_ = true;
 }
 
 }  // namespace relora::cluster

@@ -36,6 +36,9 @@ class BucketedGradientSync final : public train::GradientSync {
   // Throws std::invalid_argument for a non-floating tensor, std::runtime_error when the
   // all-reduce fails (see DataParallelGroup::all_reduce_sum).
   void all_reduce_mean(std::vector<torch::Tensor>& tensors) override;
+  // Element-wise sums, exact for one non-zero contribution per element (the sharded optimizer's
+  // exchange of updated parameters); no stop vote.
+  void all_reduce_sum(std::vector<torch::Tensor>& tensors) override;
 
   void set_local_stop(std::function<bool()> local_stop) { local_stop_ = std::move(local_stop); }
   bool stop_agreed() const { return stop_agreed_; }
@@ -47,6 +50,8 @@ class BucketedGradientSync final : public train::GradientSync {
   DataParallelGroup& group_;
   const int64_t bucket_bytes_;
   std::function<bool()> local_stop_;
+  void reduce(std::vector<torch::Tensor>& tensors, bool mean);
+
   bool stop_agreed_ = false;
   int64_t calls_ = 0;
   int64_t collectives_ = 0;

@@ -1,5 +1,6 @@
 #include "worker/train/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -38,12 +39,35 @@ void AdamW::add_parameter(const std::string& name, const torch::Tensor& param, b
   e.exp_avg = torch::zeros(param.sizes(), opts);
   e.exp_avg_sq = torch::zeros(param.sizes(), opts);
   e.low_rank = low_rank;
+  assign_owner(e);
   entries_.push_back(std::move(e));
+}
+
+bool AdamW::owns(const Entry& e) const { return world_ <= 1 || e.owner == rank_; }
+
+void AdamW::assign_owner(Entry& e) {
+  if (world_ <= 1) return;
+  e.owner = static_cast<int>(std::min_element(owned_elements_.begin(), owned_elements_.end()) -
+                             owned_elements_.begin());
+  owned_elements_[e.owner] += e.param.numel();
+  if (!owns(e)) {  // the memory saving: no moments for what another rank updates
+    e.exp_avg = torch::Tensor();
+    e.exp_avg_sq = torch::Tensor();
+  }
+}
+
+void AdamW::shard(int rank, int world) {
+  if (world < 1 || rank < 0 || rank >= world) throw std::invalid_argument("AdamW::shard: bad rank/world");
+  rank_ = rank;
+  world_ = world;
+  owned_elements_.assign(static_cast<size_t>(world), 0);
+  for (auto& e : entries_) assign_owner(e);
 }
 
 void AdamW::remove_parameter(const std::string& name) {
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
     if (it->name == name) {
+      if (world_ > 1) owned_elements_[it->owner] -= it->param.numel();
       entries_.erase(it);
       return;
     }
@@ -70,7 +94,8 @@ void AdamW::step(double lr) {
   for (auto& e : entries_) {
     const auto& grad = e.param.grad();
     if (!grad.defined()) continue;
-    e.step += 1;
+    e.step += 1;  // on every rank: the counters stay identical, whoever owns the update
+    if (!owns(e)) continue;
     if (options_.weight_decay != 0.0 && e.param.dim() >= 2) e.param.mul_(1.0 - lr * options_.weight_decay);
     e.exp_avg.mul_(b1).add_(grad, 1.0 - b1);
     e.exp_avg_sq.mul_(b2).addcmul_(grad, grad, 1.0 - b2);
@@ -115,7 +140,13 @@ ResetStats AdamW::reset_low_rank_states(ResetMode mode, double ratio, uint64_t s
   torch::NoGradGuard no_grad;
   auto gen = at::detail::createCPUGenerator(seed);
   for (auto& e : entries_) {
-    if (!e.low_rank || e.exp_avg.numel() == 0) continue;
+    if (!e.low_rank || e.param.numel() == 0) continue;
+    if (!owns(e)) {
+      // Drawn anyway, so that the generator reaches the next parameter in the same state as on
+      // an unsharded optimizer: the owners of every parameter prune the same elements.
+      if (mode == ResetMode::kRandom && ratio < 1.0) random_mask(e.param, ratio, gen);
+      continue;
+    }
     stats.total += 2 * e.exp_avg.numel();
     if (mode == ResetMode::kZero || ratio >= 1.0) {
       e.exp_avg.zero_();

@@ -55,19 +55,35 @@ class AdamW {
   struct Entry {
     std::string name;
     torch::Tensor param;
-    torch::Tensor exp_avg;     // same shape and dtype as param
-    torch::Tensor exp_avg_sq;  // same shape and dtype as param
+    torch::Tensor exp_avg;     // same shape and dtype as param; undefined when another rank owns it
+    torch::Tensor exp_avg_sq;  // same shape and dtype as param; undefined when another rank owns it
     int64_t step = 0;
     bool low_rank = false;
+    int owner = 0;  // the rank that updates it, when sharded
   };
   const std::vector<Entry>& entries() const { return entries_; }
   std::vector<Entry>& mutable_entries() { return entries_; }
   std::vector<torch::Tensor> parameters() const;
   const AdamWOptions& options() const { return options_; }
 
+  // Sharding across `world` data-parallel ranks (cluster.shard_optimizer): this rank keeps the
+  // moments of, and updates, only the parameters it owns; the trainer then shares the updated
+  // values (share_owned_parameters in trainer.cpp). Each parameter gets its owner once, when it is
+  // registered: the rank owning the fewest elements so far (ties: the lowest). Registration order
+  // is the same on every rank, so every rank computes the same owners. Call before or after
+  // registering; the moments of parameters owned elsewhere are released.
+  void shard(int rank, int world);
+  int shard_world() const { return world_; }
+  bool owns(const Entry& e) const;
+
  private:
+  void assign_owner(Entry& e);
+
   AdamWOptions options_;
   std::vector<Entry> entries_;
+  int rank_ = 0;
+  int world_ = 1;
+  std::vector<int64_t> owned_elements_;  // by rank, when sharded
 };
 
 }  // namespace relora::train

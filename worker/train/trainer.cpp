@@ -84,6 +84,10 @@ Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
 
   const auto& tr = spec_.training();
   optimizer_ = std::make_unique<AdamW>(AdamWOptions{tr.adam_beta1(), tr.adam_beta2(), tr.adam_eps(), tr.weight_decay()});
+  if (spec_.cluster().shard_optimizer() && options_.world > 1) {
+    if (options_.sync == nullptr) throw std::invalid_argument("cluster.shard_optimizer needs a GradientSync");
+    optimizer_->shard(options_.rank, options_.world);
+  }
   if (!spec_.relora().warm_start_checkpoint().empty()) load_warm_start_weights(spec_.relora().warm_start_checkpoint());
   register_trainable_parameters();
   // The start of the total update W_final - W_init. Taken here, before any resume, so that a resumed
@@ -307,6 +311,7 @@ Trainer::StepResult Trainer::train_step() {
   const double max_norm = spec_.training().grad_clip() > 0 ? spec_.training().grad_clip() : 1e30;
   const double grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
   optimizer_->step(schedule_.lr(step_));
+  if (optimizer_->shard_world() > 1) share_owned_parameters();
   optimizer_->zero_grad();
   synchronize_device(options_.device);  // step time must include the queued GPU work
   // ---- end of step ------------------------------------------------------------------------
@@ -360,14 +365,51 @@ EvalReport Trainer::evaluate() {
   return report;
 }
 
+// Sharded optimizer: every rank updated only the parameters it owns. Each rank zeroes the others
+// and one all-reduce sum puts the owners' values everywhere (x + 0 + ... is exactly x).
+void Trainer::share_owned_parameters() {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> params;
+  for (auto& e : optimizer_->mutable_entries()) {
+    if (!optimizer_->owns(e)) e.param.zero_();
+    params.push_back(e.param);
+  }
+  options_.sync->all_reduce_sum(params);
+}
+
+// The Adam moments of every trainable parameter: this rank's own, or, with a sharded optimizer,
+// gathered from their owners (a collective: every rank calls it at the same step; the whole state
+// is held for the duration of a checkpoint save).
+std::vector<std::pair<torch::Tensor, torch::Tensor>> Trainer::full_optimizer_moments() {
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> moments;
+  if (optimizer_->shard_world() <= 1) {
+    for (const auto& e : optimizer_->entries()) moments.emplace_back(e.exp_avg, e.exp_avg_sq);
+    return moments;
+  }
+  std::vector<torch::Tensor> flat;
+  for (const auto& e : optimizer_->entries()) {
+    const bool own = optimizer_->owns(e);
+    moments.emplace_back(own ? e.exp_avg.clone() : torch::zeros_like(e.param),
+                         own ? e.exp_avg_sq.clone() : torch::zeros_like(e.param));
+    flat.push_back(moments.back().first);
+    flat.push_back(moments.back().second);
+  }
+  options_.sync->all_reduce_sum(flat);
+  return moments;
+}
+
 void Trainer::save_checkpoint() {
-  if (options_.rank != 0 || !options_.save_checkpoints) return;  // ranks hold identical state
+  if (!options_.save_checkpoints) return;
+  // Before the rank test: gathering sharded moments takes every rank.
+  const auto moments = full_optimizer_moments();
+  if (options_.rank != 0) return;  // ranks hold identical state
   const auto t0 = Clock::now();
   NamedTensors tensors;
   append_model_tensors(model_, tensors);
-  for (const auto& e : optimizer_->entries()) {
-    tensors.emplace_back("optim/" + e.name + "/exp_avg", e.exp_avg);
-    tensors.emplace_back("optim/" + e.name + "/exp_avg_sq", e.exp_avg_sq);
+  for (size_t i = 0; i < optimizer_->entries().size(); ++i) {
+    const auto& e = optimizer_->entries()[i];
+    tensors.emplace_back("optim/" + e.name + "/exp_avg", moments[i].first);
+    tensors.emplace_back("optim/" + e.name + "/exp_avg_sq", moments[i].second);
     tensors.emplace_back("optim/" + e.name + "/step", torch::tensor({e.step}, torch::kInt64));
   }
   {
@@ -441,9 +483,10 @@ bool Trainer::resume_from_checkpoint() {
     auto s = ckpt->state.tensors.find("optim/" + e.name + "/step");
     if (m == ckpt->state.tensors.end() || v == ckpt->state.tensors.end() || s == ckpt->state.tensors.end())
       throw std::runtime_error(ckpt->path + ": optimizer state for '" + e.name + "' is missing");
+    e.step = s->second.item<int64_t>();
+    if (!optimizer_->owns(e)) continue;  // sharded: another rank keeps these moments
     e.exp_avg.copy_(m->second);
     e.exp_avg_sq.copy_(v->second);
-    e.step = s->second.item<int64_t>();
   }
   auto ref = ckpt->state.tensors.find("ref/spectrum_layer");
   if (ref != ckpt->state.tensors.end()) spectrum_reference_ = ref->second.to(options_.device);

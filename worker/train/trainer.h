@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -33,6 +34,9 @@ class GradientSync {
  public:
   virtual ~GradientSync() = default;
   virtual void all_reduce_mean(std::vector<torch::Tensor>& tensors) = 0;
+  // Element-wise sums across ranks (the sharded optimizer shares each parameter from its owner,
+  // the others contributing zeros).
+  virtual void all_reduce_sum(std::vector<torch::Tensor>& tensors) = 0;
 };
 
 struct StepReport {
@@ -111,6 +115,7 @@ class Trainer {
   TrainSummary run();
 
   model::Llama& model() { return model_; }
+  const AdamW& optimizer() const { return *optimizer_; }
   AdamW& optimizer() { return *optimizer_; }
   const DataPipeline& data() const { return *data_; }
   int64_t step() const { return step_; }
@@ -132,6 +137,8 @@ class Trainer {
   std::map<std::string, torch::Tensor> export_layer_weights();
   void write_update_spectra();
   StepResult train_step();
+  void share_owned_parameters();
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> full_optimizer_moments();
   EvalReport evaluate();
   void save_checkpoint();
   bool resume_from_checkpoint();
