@@ -2,10 +2,10 @@
 """Plots and tables of a bench/quality run (reads <out>/<profile>/results.json from run.py).
 
   /usr/bin/python3 bench/quality/report.py [--results bench/quality/out/full/results.json]
-                                           [--img-dir docs/results]
+                                           [--img-dir docs/results] [--prefix tpp20_]
 
-Writes loss_curves.png, lr_schedule.png and update_spectrum.png to --img-dir and the markdown
-tables to results.md beside results.json (docs/results.md quotes them). Needs numpy and
+Writes loss_curves.png, lr_schedule.png and update_spectrum.png (each name after --prefix) to
+--img-dir and the markdown tables to results.md beside results.json (docs/results.md quotes them). Needs numpy and
 matplotlib: Debian's python3-numpy and python3-matplotlib (scripts/setup.sh installs them), so run
 it with /usr/bin/python3.
 """
@@ -69,6 +69,29 @@ STYLE = {
 }
 
 
+# Other "<method>_lr<rate>" runs (run.py's sweep names, e.g. the tpp20 profile's) join their method's
+# group, get a colour of their own and the method's paper number.
+SWEEP_PREFIXES = (("full_lr", FULL), ("lora_warm_lr", None), ("lora_lr", LORA_FROM_SCRATCH), ("relora_lr", RELORA))
+_EXTRA_COLORS = ["tab:pink", "tab:olive", "tab:cyan", "navy", "darkred", "teal", "dimgray", "gold", "lime"]
+
+
+def register_sweep_runs(names):
+    """Adds the sweep runs of a results file that the tables above do not list."""
+    for name in names:
+        if name in STYLE:
+            continue
+        for prefix, group in SWEEP_PREFIXES:
+            if name.startswith(prefix):
+                base = prefix[:-3]
+                if group is not None:
+                    group.append(name)
+                PAPER_130M[name] = PAPER_130M.get(base)
+                STYLE[name] = (_EXTRA_COLORS[len(STYLE) % len(_EXTRA_COLORS)], "-.")
+                break
+        else:
+            STYLE[name] = (_EXTRA_COLORS[len(STYLE) % len(_EXTRA_COLORS)], "--")
+
+
 def smooth(values, window):
     if len(values) < window:
         return np.asarray(values)
@@ -96,12 +119,13 @@ def rank(r, layer, key):
 
 
 def plot_losses(runs, path, window):
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8), sharey=True)
     best = [r["run"] for r in (best_of(runs, FULL), best_of(runs, LORA_FROM_SCRATCH), best_of(runs, RELORA)) if r]
     groups = [("Main runs (each method at its best learning rate)", ["control", "lora_warm"] + best),
-              ("Learning-rate sweep (peak rates)", FULL + LORA_FROM_SCRATCH + RELORA),
-              ("Ablations (from scratch, paper Table 6)",
-               ["lora", "abl_restarts", "abl_restarts_reset", "abl_restarts_jagged", "relora"])]
+              ("Learning-rate sweep (peak rates)", FULL + LORA_FROM_SCRATCH + RELORA)]
+    if any(n.startswith("abl_") for n in runs):  # profiles without the ablations get two panels
+        groups.append(("Ablations (from scratch, paper Table 6)",
+                       ["lora", "abl_restarts", "abl_restarts_reset", "abl_restarts_jagged", "relora"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.7 * len(groups), 4.8), sharey=True)
     for ax, (title, names) in zip(axes, groups):
         for name in names:
             r = runs.get(name)
@@ -240,15 +264,17 @@ def main():
     ap.add_argument("--results", default=os.path.join(HERE, "out", "full", "results.json"))
     ap.add_argument("--img-dir", default=os.path.join(ROOT, "docs", "results"))
     ap.add_argument("--smooth", type=int, default=25, help="training-loss moving-average window (steps)")
+    ap.add_argument("--prefix", default="", help="prefix of the plot file names (e.g. tpp20_)")
     args = ap.parse_args()
     with open(args.results) as f:
         doc = json.load(f)
     runs = {r["run"]: r for r in doc["runs"]}
+    register_sweep_runs(runs)
     os.makedirs(args.img_dir, exist_ok=True)
     threshold = next((r["spectrum"]["relative_threshold"] for r in doc["runs"] if r.get("spectrum")), 0.01)
-    plot_losses(runs, os.path.join(args.img_dir, "loss_curves.png"), args.smooth)
-    plot_lr(runs, os.path.join(args.img_dir, "lr_schedule.png"))
-    plot_spectra(runs, os.path.join(args.img_dir, "update_spectrum.png"), threshold, doc["params"]["rank"])
+    plot_losses(runs, os.path.join(args.img_dir, args.prefix + "loss_curves.png"), args.smooth)
+    plot_lr(runs, os.path.join(args.img_dir, args.prefix + "lr_schedule.png"))
+    plot_spectra(runs, os.path.join(args.img_dir, args.prefix + "update_spectrum.png"), threshold, doc["params"]["rank"])
     text = tables(doc)
     with open(os.path.join(os.path.dirname(args.results), "results.md"), "w") as f:
         f.write(text)

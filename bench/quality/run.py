@@ -3,7 +3,7 @@
 figure), shrunk to a 2-core CPU: every run is one `relora-worker --standalone` job on the C4
 sample in ../shared/data, with the same model family, token budget, seed and data order.
 
-  bench/quality/run.py [--profile full|quick] [--out DIR] [--jobs N] [--only a,b] [--check]
+  bench/quality/run.py [--profile full|tpp20|quick] [--out DIR] [--jobs N] [--only a,b] [--check]
 
 Writes <out>/<profile>/<run>/{job.yaml,worker.log,summary.json,ckpt/metrics.jsonl,
 ckpt/update_spectrum.json} and <out>/<profile>/results.json (what bench/quality/report.py plots).
@@ -60,6 +60,31 @@ PROFILES = {
                  "abl_restarts_jagged", "lora_lr2e-3", "lora_lr1e-3", "lora_lr5e-4", "relora_lr2e-3", "relora_lr1e-3",
                  "relora_lr5e-4", "full_lr4e-3", "full_lr1e-3"],
     },
+    # `tpp20`: the regime test (docs/results.md, "About 20 tokens per parameter"). A 512-piece
+    # tokenizer and a 160k-parameter model (hidden 48, 4 layers; embedding + head 31%) so that 1600
+    # steps of 16 x 128 tokens (3.6 passes over the sample's training split) are 20.5 tokens per
+    # parameter. r = 3: r/hidden = 1/16. ReLoRA: warm start 400 (25%), 6 cycles of 200 steps. Each
+    # method at several peak rates ("<method>_lr<rate>" runs); the gaps use each one's best.
+    "tpp20": {
+        "model": {"hidden_size": 48, "num_layers": 4, "num_heads": 3, "intermediate_size": 128, "vocab_size": 512},
+        "vocab": 512,
+        "seq_len": 128,
+        "micro_batch": 16,
+        "steps": 1600,
+        "warmup": 50,
+        "lr": 0.004,
+        "low_rank_lr": 0.008,
+        "rank": 3,
+        "alpha": 12,
+        "warm_start": 400,
+        "cycle": 200,
+        "restart_warmup": 20,
+        "eval_every": 200,
+        "control_model": {"hidden_size": 40, "num_layers": 1, "num_heads": 2, "intermediate_size": 108,
+                          "vocab_size": 512},
+        "runs": ["full", "relora", "lora", "lora_lr4e-3", "lora_lr2e-3", "relora_lr4e-3", "lora_warm",
+                 "full_lr2e-3", "lora_lr1e-3", "control", "relora_lr1.6e-2", "full_lr1e-3"],
+    },
     "quick": {
         "model": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128, "vocab_size": 512},
         "vocab": 512,
@@ -85,11 +110,46 @@ PROFILES = {
 # low_rank_lr LoRA's update grew to 10x the norm of the full-rank update (docs/results.md), so both
 # methods get the same small sweep and the comparison uses each one's best run.
 # run name -> (method, peak learning rate of the low-rank phase)
-LR_SWEEP = {"lora_lr2e-3": ("lora", 0.002), "lora_lr1e-3": ("lora", 0.001), "lora_lr5e-4": ("lora", 0.0005),
-            "relora_lr2e-3": ("relora", 0.002), "relora_lr1e-3": ("relora", 0.001),
-            "relora_lr5e-4": ("relora", 0.0005)}
-# Full-rank at other peak rates (training.lr), so that the gaps are measured from its best run too.
-FULL_SWEEP = {"full_lr4e-3": 0.004, "full_lr1e-3": 0.001}
+# Any "<method>_lr<rate>" run name (lora, relora, lora_warm; e.g. "lora_lr1e-3") is that method at
+# that rate, so a profile can list the rates it sweeps.
+SWEEP_RE = re.compile(r"^(lora|relora|lora_warm|full)_lr([0-9.]+(?:e-?[0-9]+)?)$")
+
+
+class _Sweep(dict):
+    """run name -> (method, rate) for the "<method>_lr<rate>" names of the low-rank methods."""
+
+    def __init__(self, methods):
+        super().__init__()
+        self.methods = methods
+
+    def _parse(self, run):
+        m = SWEEP_RE.match(run) if isinstance(run, str) else None
+        return (m.group(1), float(m.group(2))) if m and m.group(1) in self.methods else None
+
+    def __contains__(self, run):
+        return self._parse(run) is not None
+
+    def __getitem__(self, run):
+        parsed = self._parse(run)
+        if parsed is None:
+            raise KeyError(run)
+        return parsed
+
+    def get(self, run, default=None):
+        return self[run] if run in self else default
+
+
+LR_SWEEP = _Sweep(("lora", "relora", "lora_warm"))
+
+
+class _FullSweep(_Sweep):
+    def __getitem__(self, run):
+        return super().__getitem__(run)[1]
+
+
+# Full-rank at other peak rates (training.lr, "full_lr<rate>"), so that the gaps are measured from
+# its best run too.
+FULL_SWEEP = _FullSweep(("full",))
 
 
 def relora_section(run, p):
@@ -135,6 +195,14 @@ LABELS = {
     "full_lr4e-3": "Full-rank, lr 4e-3",
     "full_lr1e-3": "Full-rank, lr 1e-3",
 }
+
+
+def label_of(run):
+    if run in LABELS:
+        return LABELS[run]
+    method, rate = (LR_SWEEP[run] if run in LR_SWEEP else ("full", FULL_SWEEP[run]))
+    short = {"full": "Full-rank", "lora": "LoRA from scratch", "relora": "ReLoRA", "lora_warm": "LoRA + warm start"}
+    return f"{short[method]}, lr {rate:g}"
 
 
 def default_data():
@@ -207,7 +275,7 @@ def collect(run, p, out, rc, wall):
     status = "ok" if rc == 0 else ("diverged" if "not finite" in log else "failed")
     return {
         "run": run,
-        "label": LABELS[run] + (f", lr {p['low_rank_lr']:g}" if run in ("lora", "relora") else
+        "label": label_of(run) + (f", lr {p['low_rank_lr']:g}" if run in ("lora", "relora") else
                                 f", lr {p['lr']:g}" if run == "full" else ""),
         "status": status,
         "wall_seconds": wall,

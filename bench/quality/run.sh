@@ -1,13 +1,22 @@
 #!/bin/sh
-# The quality experiment of docs/results.md, end to end: eight training runs on the C4 sample (two
-# at a time, one core each; about 30 minutes on the 2-core build machine), then the plots
-# (docs/results/*.png) and the tables (bench/quality/out/full/results.md).
+# The quality experiment of docs/results.md, end to end: the training runs of one profile of
+# bench/quality/run.py on the C4 sample (two at a time, one core each), then the plots and the
+# tables (bench/quality/out/<profile>/results.md).
 #
 #   RELORA_BUILD_DIR=build bench/quality/run.sh [run.py options, e.g. --jobs 1]
+#   RELORA_BUILD_DIR=build RELORA_QUALITY_PROFILE=tpp20 bench/quality/run.sh
+#
+# The `full` profile (the default; 16 runs, about 45 minutes on the 2-core build machine) writes
+# docs/results/{loss_curves,lr_schedule,update_spectrum}.png; another profile writes them as
+# docs/results/<profile>_*.png.
 #
 # Needs a built relora-worker (cmake --build $RELORA_BUILD_DIR --target relora-worker), the C4 sample
 # in ../shared/data (or RELORA_SHARED_DATA), and Debian's python3-matplotlib (scripts/setup.sh).
 set -eu
 cd "$(dirname "$0")/../.."
-python3 bench/quality/run.py --profile full "$@"
-/usr/bin/python3 bench/quality/report.py --results bench/quality/out/full/results.json --img-dir docs/results
+profile="${RELORA_QUALITY_PROFILE:-full}"
+prefix=""
+[ "$profile" = full ] || prefix="${profile}_"
+python3 bench/quality/run.py --profile "$profile" "$@"
+/usr/bin/python3 bench/quality/report.py --results "bench/quality/out/$profile/results.json" --img-dir docs/results \
+    --prefix "$prefix"
