@@ -12,18 +12,17 @@ namespace relora::coordinator {
 
 class Authenticator {
  public:
+  enum class Role { kClient, kWorker };  // JobService callers, WorkerService callers
+
   Authenticator() = default;  // open: every call passes
   // Both tokens non-empty (main reads them with read_token_file).
   Authenticator(std::string client_token, std::string worker_token);
 
   bool enabled() const { return enabled_; }
   // OK, or UNAUTHENTICATED saying whether the token was missing or wrong (never echoing it).
-  grpc::Status check_client(const grpc::ServerContextBase& context, const char* method) const;
-  grpc::Status check_worker(const grpc::ServerContextBase& context, const char* method) const;
+  grpc::Status check(const grpc::ServerContextBase& context, Role role, const char* method) const;
 
  private:
-  grpc::Status check(const grpc::ServerContextBase& context, const std::string& expected, const char* who,
-                     const char* method) const;
 
   bool enabled_ = false;
   std::string client_token_;

@@ -69,12 +69,13 @@ class WatchReactor final : public grpc::ServerWriteReactor<JobUpdate>, public Wa
 
 grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext* ctx, const SubmitJobRequest* req,
                                                     SubmitJobResponse* resp) {
-  return finish_unary(ctx, metrics_, "SubmitJob", auth_.check_client(*ctx, "SubmitJob"), [&] { return cluster_.submit_job(*req, resp->mutable_job()); });
+  return finish_unary(ctx, metrics_, auth_, Authenticator::Role::kClient, "SubmitJob",
+                      [&] { return cluster_.submit_job(*req, resp->mutable_job()); });
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ctx, const GetJobRequest* req,
                                                  Job* resp) {
-  return finish_unary(ctx, metrics_, "GetJob", auth_.check_client(*ctx, "GetJob"), [&] {
+  return finish_unary(ctx, metrics_, auth_, Authenticator::Role::kClient, "GetJob", [&] {
     grpc::Status st = require_job_id(req->job_id());
     return st.ok() ? cluster_.get_job(req->job_id(), resp) : st;
   });
@@ -82,7 +83,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
 
 grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* ctx, const ListJobsRequest*,
                                                    ListJobsResponse* resp) {
-  return finish_unary(ctx, metrics_, "ListJobs", auth_.check_client(*ctx, "ListJobs"), [&] {
+  return finish_unary(ctx, metrics_, auth_, Authenticator::Role::kClient, "ListJobs", [&] {
     for (auto& job : cluster_.list_jobs()) *resp->add_jobs() = std::move(job);
     return grpc::Status::OK;
   });
@@ -90,7 +91,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* 
 
 grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext* ctx, const CancelJobRequest* req,
                                                     Job* resp) {
-  return finish_unary(ctx, metrics_, "CancelJob", auth_.check_client(*ctx, "CancelJob"), [&] {
+  return finish_unary(ctx, metrics_, auth_, Authenticator::Role::kClient, "CancelJob", [&] {
     grpc::Status st = require_job_id(req->job_id());
     return st.ok() ? cluster_.cancel_job(req->job_id(), resp) : st;
   });
@@ -98,12 +99,13 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
 
 grpc::ServerWriteReactor<JobUpdate>* JobServiceImpl::WatchJob(grpc::CallbackServerContext* ctx,
                                                               const WatchJobRequest* req) {
-  return WatchReactor::start(cluster_, metrics_, *req, auth_.check_client(*ctx, "WatchJob"));
+  return WatchReactor::start(cluster_, metrics_, *req,
+                             auth_.check(*ctx, Authenticator::Role::kClient, "WatchJob"));
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::GetJobEvents(grpc::CallbackServerContext* ctx, const GetJobEventsRequest* req,
                                                        GetJobEventsResponse* resp) {
-  return finish_unary(ctx, metrics_, "GetJobEvents", auth_.check_client(*ctx, "GetJobEvents"), [&] {
+  return finish_unary(ctx, metrics_, auth_, Authenticator::Role::kClient, "GetJobEvents", [&] {
     grpc::Status st = require_job_id(req->job_id());
     if (!st.ok()) return st;
     if (req->after_seq() < 0) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "after_seq: must be >= 0");
@@ -117,7 +119,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJobEvents(grpc::CallbackServerConte
 
 grpc::ServerUnaryReactor* JobServiceImpl::ListWorkers(grpc::CallbackServerContext* ctx, const ListWorkersRequest*,
                                                       ListWorkersResponse* resp) {
-  return finish_unary(ctx, metrics_, "ListWorkers", auth_.check_client(*ctx, "ListWorkers"), [&] {
+  return finish_unary(ctx, metrics_, auth_, Authenticator::Role::kClient, "ListWorkers", [&] {
     for (auto& w : cluster_.list_workers()) *resp->add_workers() = std::move(w);
     return grpc::Status::OK;
   });

@@ -9,15 +9,18 @@
 #include <chrono>
 #include <exception>
 
+#include "coordinator/auth.h"
 #include "coordinator/coordinator_metrics.h"
 
 namespace relora::coordinator {
 
-// `gate` is the caller's authentication result: the body runs only when it is OK.
+// The body runs only once the caller is authenticated for `role`.
 template <typename Body>
 grpc::ServerUnaryReactor* finish_unary(grpc::CallbackServerContext* ctx, CoordinatorMetrics& metrics,
-                                       const char* method, const grpc::Status& gate, Body&& body) {
+                                       const Authenticator& auth, Authenticator::Role role, const char* method,
+                                       Body&& body) {
   const auto start = std::chrono::steady_clock::now();
+  const grpc::Status gate = auth.check(*ctx, role, method);
   grpc::Status status = gate;
   try {
     if (gate.ok()) status = body();

@@ -112,16 +112,18 @@ class WorkerStream final : public grpc::ServerBidiReactor<WorkerMessage, Coordin
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::Register(grpc::CallbackServerContext* ctx, const RegisterRequest* req,
                                                       RegisterResponse* resp) {
-  return finish_unary(ctx, metrics_, "Register", auth_.check_worker(*ctx, "Register"), [&] { return cluster_.register_worker(*req, resp); });
+  return finish_unary(ctx, metrics_, auth_, Authenticator::Role::kWorker, "Register",
+                      [&] { return cluster_.register_worker(*req, resp); });
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerContext* ctx, const HeartbeatRequest* req,
                                                        HeartbeatResponse*) {
-  return finish_unary(ctx, metrics_, "Heartbeat", auth_.check_worker(*ctx, "Heartbeat"), [&] { return cluster_.heartbeat(req->worker_id()); });
+  return finish_unary(ctx, metrics_, auth_, Authenticator::Role::kWorker, "Heartbeat",
+                      [&] { return cluster_.heartbeat(req->worker_id()); });
 }
 
 grpc::ServerBidiReactor<WorkerMessage, CoordinatorMessage>* WorkerServiceImpl::Connect(grpc::CallbackServerContext* ctx) {
-  return WorkerStream::start(cluster_, metrics_, auth_.check_worker(*ctx, "Connect"));
+  return WorkerStream::start(cluster_, metrics_, auth_.check(*ctx, Authenticator::Role::kWorker, "Connect"));
 }
 
 }  // namespace relora::coordinator

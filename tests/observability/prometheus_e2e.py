@@ -82,9 +82,6 @@ cluster: {{workers: 2}}
 """
 
 
-# --------------------------------------------------------------------------- the contract
-
-
 # --------------------------------------------------------------------------- the test
 @unittest.skipUnless(os.path.exists(TEXT), "needs ../shared/data (tinyshakespeare)")
 class PrometheusEndToEnd(unittest.TestCase):
