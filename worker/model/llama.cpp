@@ -1,10 +1,15 @@
 #include "worker/model/llama.h"
 
+#include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include <torch/nn/functional/activation.h>
 #include <torch/utils.h>
+#include <torch/version.h>
 
+#include "worker/model/fused_cpu_ops.h"
+#include "worker/model/linear_cross_entropy.h"
 #include "worker/model/rotary.h"
 #include "worker/model/torch_compat.h"
 
@@ -49,6 +54,10 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : dim_(dim), eps_(eps) { reset
 void RMSNormImpl::reset() { weight = register_parameter("weight", torch::ones({dim_})); }  // [C]
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  if (fused_cpu_kernels_apply(x) && x.scalar_type() == weight.scalar_type() && x.dim() >= 1 &&
+      x.size(-1) == dim_ && x.numel() > 0) {
+    return fused_rms_norm(x, weight, eps_);
+  }
   auto xf = x.to(accumulation_type(x));                           // [..., C]
   auto inv_rms = torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps_);  // [..., 1]
   // Cast back before the weight, as Hugging Face does.
@@ -73,10 +82,42 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   const int64_t H = config_.num_heads, D = C / H;
   auto heads = [&](const torch::Tensor& t) { return t.view({B, T, H, D}).transpose(1, 2); };
+#if TORCH_VERSION_MAJOR >= 2
   auto q = apply_rotary(heads(q_proj(x)), cos, sin);  // [B, H, T, D]
   auto k = apply_rotary(heads(k_proj(x)), cos, sin);  // [B, H, T, D]
   auto v = heads(v_proj(x));                          // [B, H, T, D]
   auto y = compat::causal_attention(q, k, v);         // [B, H, T, D]
+#else
+  // LibTorch 1.13 has no fused attention: compat::causal_attention's arithmetic with fewer passes
+  // over memory. 1/sqrt(D) is folded into q's rotary tables ([T, D]); rotary and the split into
+  // heads are one kernel writing [B, H, T, D] directly (no layout copies before the products); the
+  // causal mask is added by the score product itself (baddbmm onto an additive mask: no separate
+  // masking pass over [B, H, T, T]).
+  const double inv_sqrt_d = 1.0 / std::sqrt(static_cast<double>(D));
+  auto qx = q_proj(x), kx = k_proj(x);  // [B, T, C]
+  torch::Tensor q, k;
+  if (fused_cpu_kernels_apply(qx) && qx.scalar_type() == kx.scalar_type()) {
+    q = rotary_into_heads(qx, cos * inv_sqrt_d, sin * inv_sqrt_d, H);  // [B, H, T, D]
+    k = rotary_into_heads(kx, cos, sin, H);                            // [B, H, T, D]
+  } else {
+    q = apply_rotary(heads(qx), cos * inv_sqrt_d, sin * inv_sqrt_d);
+    k = apply_rotary(heads(kx), cos, sin);
+  }
+  auto v = heads(v_proj(x));  // [B, H, T, D]
+  const bool reduced = q.scalar_type() == torch::kBFloat16 || q.scalar_type() == torch::kHalf;
+  // The lowest finite float rather than -inf where the type holds it: the same zeros after
+  // softmax, without exp(-inf) slow paths. bf16/fp16 cannot hold it: -inf there.
+  const double masked = reduced ? -std::numeric_limits<double>::infinity()
+                                : static_cast<double>(std::numeric_limits<float>::lowest());
+  auto mask = torch::zeros({T, T}, x.options().dtype(q.scalar_type()))
+                  .masked_fill_(torch::ones({T, T}, x.options().dtype(torch::kBool)).triu(1), masked);  // [T, T]
+  auto scores = torch::baddbmm(mask, q.reshape({B * H, T, D}), k.reshape({B * H, T, D}).transpose(1, 2))
+                    .view({B, H, T, T});            // [B, H, T, T]
+  if (reduced) scores = scores.to(torch::kFloat);  // softmax in fp32 for bf16/fp16
+  auto probs = torch::softmax(scores, /*dim=*/-1);  // [B, H, T, T]
+  if (reduced) probs = probs.to(q.scalar_type());
+  auto y = torch::matmul(probs, v);  // [B, H, T, D]
+#endif
   return o_proj(y.transpose(1, 2).contiguous().view({B, T, C}));  // [B, T, C]
 }
 
@@ -152,7 +193,7 @@ void LlamaImpl::reset() {
   rope_sin_ = register_buffer("rope_sin", tables.second);  // [S, D]
 }
 
-torch::Tensor LlamaImpl::forward(const torch::Tensor& input_ids) {
+torch::Tensor LlamaImpl::forward_hidden(const torch::Tensor& input_ids) {
   TORCH_CHECK(input_ids.dim() == 2, "Llama::forward: input_ids must be [B, T]");
   const int64_t T = input_ids.size(1);
   TORCH_CHECK(T >= 1 && T <= config_.max_seq_len, "Llama::forward: sequence length ", T,
@@ -161,32 +202,35 @@ torch::Tensor LlamaImpl::forward(const torch::Tensor& input_ids) {
   auto cos = rope_cos_.narrow(0, 0, T);    // [T, D]
   auto sin = rope_sin_.narrow(0, 0, T);    // [T, D]
   for (size_t i = 0; i < layers->size(); ++i) x = layers->ptr<BlockImpl>(i)->forward(x, cos, sin);
-  x = norm(x);                             // [B, T, C]
-  return torch::linear(x, lm_head);        // [B, T, V]
+  return norm(x);                          // [B, T, C]
+}
+
+torch::Tensor LlamaImpl::forward(const torch::Tensor& input_ids) {
+  return torch::linear(forward_hidden(input_ids), lm_head);  // [B, T, V]
 }
 
 namespace {
-// Token NLL of predicting ids[:, 1:] from ids[:, :-1], reduced with `reduction`.
-torch::Tensor causal_lm_nll(LlamaImpl& model, const torch::Tensor& input_ids, int64_t reduction) {
+// Token NLL of predicting ids[:, 1:] from ids[:, :-1]: mean (training) or sum (evaluation).
+torch::Tensor causal_lm_nll(LlamaImpl& model, const torch::Tensor& input_ids, bool mean) {
   TORCH_CHECK(input_ids.dim() == 2 && input_ids.size(1) >= 2,
               "Llama loss: input_ids must be [B, T] with T >= 2");
   const int64_t T = input_ids.size(1);
   // The last position predicts nothing, so it is not run at all (causality makes this exact).
-  auto logits = model.forward(input_ids.narrow(1, 0, T - 1));  // [B, T-1, V]
-  auto targets = input_ids.narrow(1, 1, T - 1);                 // [B, T-1]
-  const int64_t V = logits.size(-1);
-  return torch::cross_entropy_loss(logits.reshape({-1, V}).to(accumulation_type(logits)),
-                                   targets.reshape({-1}), /*weight=*/{}, reduction);
+  auto h = model.forward_hidden(input_ids.narrow(1, 0, T - 1));  // [B, T-1, C]
+  auto h2 = h.reshape({-1, h.size(-1)});                          // [N, C]
+  auto targets = input_ids.narrow(1, 1, T - 1).reshape({-1});     // [N]
+  const double scale = mean ? 1.0 / static_cast<double>(targets.numel()) : 1.0;
+  return linear_cross_entropy(h2, model.lm_head, targets, scale);  // []
 }
 }  // namespace
 
 torch::Tensor LlamaImpl::loss(const torch::Tensor& input_ids) {
-  return causal_lm_nll(*this, input_ids, at::Reduction::Mean);  // []
+  return causal_lm_nll(*this, input_ids, /*mean=*/true);  // []
 }
 
 std::pair<double, int64_t> LlamaImpl::nll_sum(const torch::Tensor& input_ids) {
   torch::NoGradGuard no_grad;
-  auto sum = causal_lm_nll(*this, input_ids, at::Reduction::Sum);  // []
+  auto sum = causal_lm_nll(*this, input_ids, /*mean=*/false);  // []
   return {sum.item<double>(), input_ids.size(0) * (input_ids.size(1) - 1)};
 }
 

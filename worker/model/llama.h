@@ -93,6 +93,10 @@ class LlamaImpl : public torch::nn::Cloneable<LlamaImpl> {
 
   // input_ids [B, T] int64 -> logits [B, T, V]
   torch::Tensor forward(const torch::Tensor& input_ids);
+  // input_ids [B, T] int64 -> final hidden states [B, T, C] (after the last RMSNorm): the input of
+  // lm_head. loss() and nll_sum() feed it to linear_cross_entropy, which never holds the whole
+  // [B, T, V] logits.
+  torch::Tensor forward_hidden(const torch::Tensor& input_ids);
   // Causal LM loss: mean NLL of predicting input_ids[:, 1:] from input_ids[:, :-1] ([] scalar).
   torch::Tensor loss(const torch::Tensor& input_ids);
   // Sum of token NLLs and the number of predicted tokens (for token-weighted evaluation).

@@ -4,7 +4,10 @@
 #include <stdexcept>
 #include <string>
 
+#include <ATen/autocast_mode.h>
+#include <torch/autograd.h>
 #include <torch/nn/init.h>
+#include <torch/version.h>
 #include <torch/utils.h>
 
 #include "worker/model/torch_compat.h"
@@ -37,14 +40,82 @@ void ReloraLinearImpl::reset() {
   }
 }
 
+#if TORCH_VERSION_MAJOR < 2
+namespace {
+
+// The low-rank layer as one autograd node (CPU, LibTorch 1.13): y = x W^T + s (x A^T) B^T with W
+// frozen. Forward adds the branch by an in-place GEMM into x W^T; backward accumulates the input
+// gradient of both paths in one buffer (dx = dy W, then dx += (s dy B) A by a beta = 1 GEMM), so
+// neither direction has a separate pass to add the branch. Products run in bf16 under CPU
+// autocast (as autocast's linear would), in the tensors' own dtype otherwise.
+class ReloraLinearFunction : public torch::autograd::Function<ReloraLinearFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x2,
+                               const torch::Tensor& w, const torch::Tensor& a, const torch::Tensor& b,
+                               double scale) {
+    const auto cd = at::autocast::is_cpu_enabled() ? at::autocast::get_autocast_cpu_dtype() : x2.scalar_type();
+    auto xc = x2.to(cd), wc = w.to(cd), ac = a.to(cd), bc = b.to(cd);
+    auto y = torch::mm(xc, wc.t());          // [N, out]
+    auto xa = torch::mm(xc, ac.t());         // [N, r]
+    y.addmm_(xa, bc.t(), /*beta=*/1.0, /*alpha=*/scale);
+    ctx->save_for_backward({xc, wc, ac, bc, xa});
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["x_type"] = static_cast<int64_t>(x2.scalar_type());
+    ctx->saved_data["ab_type"] = static_cast<int64_t>(a.scalar_type());
+    return y;
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grad_outputs) {
+    auto saved = ctx->get_saved_variables();
+    const auto &xc = saved[0], &wc = saved[1], &ac = saved[2], &bc = saved[3], &xa = saved[4];
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const auto x_type = static_cast<torch::ScalarType>(ctx->saved_data["x_type"].toInt());
+    const auto ab_type = static_cast<torch::ScalarType>(ctx->saved_data["ab_type"].toInt());
+    auto g = grad_outputs[0].to(xc.scalar_type()).contiguous();  // [N, out]
+    auto gxa = torch::mm(g, bc);                                // [N, r], times s below via alpha
+    torch::Tensor dx, da, db;
+    if (ctx->needs_input_grad(0)) {
+      dx = torch::mm(g, wc);                                     // [N, in]
+      dx.addmm_(gxa, ac, /*beta=*/1.0, /*alpha=*/scale);
+      dx = dx.to(x_type);
+    }
+    if (ctx->needs_input_grad(2)) da = torch::mm(gxa.t(), xc).mul_(scale).to(ab_type);  // [r, in]
+    if (ctx->needs_input_grad(3)) db = torch::mm(g.t(), xa).mul_(scale).to(ab_type);    // [out, r]
+    return {dx, torch::Tensor(), da, db, torch::Tensor()};
+  }
+};
+
+}  // namespace
+#endif
+
 torch::Tensor ReloraLinearImpl::forward(const torch::Tensor& x) {
-  auto y = torch::linear(x, weight);  // [..., out]
-  if (!lora_enabled()) return y;
+  if (!lora_enabled()) return torch::linear(x, weight);  // [..., out]
+#if TORCH_VERSION_MAJOR < 2
+  const bool drop_now = dropout_ > 0.0 && is_training();
+  if (!drop_now && x.device().is_cpu() && !weight.requires_grad() && x.scalar_type() == weight.scalar_type() &&
+      lora_A.scalar_type() == weight.scalar_type() && lora_B.scalar_type() == weight.scalar_type()) {
+    auto out_sizes = x.sizes().vec();
+    out_sizes.back() = out_features_;
+    auto y = ReloraLinearFunction::apply(x.reshape({-1, in_features_}), weight, lora_A, lora_B, scale_);
+    return y.view(out_sizes);  // [..., out]
+  }
+#endif
+  // Flattened to [N, in] so that the branch can be added by one in-place GEMM (beta = 1) into the
+  // frozen product's output: no separate [N, out] branch tensor, no extra pass to add it, and s is
+  // applied to the small [N, r] tensor rather than to [N, out] (forward and backward).
+  auto out_sizes = x.sizes().vec();
+  out_sizes.back() = out_features_;
+  auto x2 = x.reshape({-1, in_features_});  // [N, in] (a view when x is contiguous)
+  auto y = torch::linear(x2, weight);        // [N, out]; W is frozen, so y is not needed by backward
   // Dropout applies to the branch's input only; skip the copy when it would be the identity.
   const bool drop = dropout_ > 0.0 && is_training();
-  const auto& xd = drop ? torch::dropout(x, dropout_, /*train=*/true) : x;    // [..., in]
-  auto branch = torch::linear(torch::linear(xd, lora_A), lora_B);             // [..., out]
-  return torch::add(y, branch, /*alpha=*/scale_);
+  const auto& xd = drop ? torch::dropout(x2, dropout_, /*train=*/true) : x2;  // [N, in]
+  auto xa = torch::linear(xd, lora_A).mul_(scale_);                        // [N, r]
+  // Under autocast y and xa are bf16 while B is the fp32 master: in-place ops are not autocast.
+  const auto& b = lora_B.scalar_type() == y.scalar_type() ? lora_B : lora_B.to(y.scalar_type());
+  y.addmm_(xa, b.t());  // y += s (x A^T) B^T
+  return y.view(out_sizes);  // [..., out]
 }
 
 void ReloraLinearImpl::enable_lora(const LoraOptions& options, uint64_t seed) {

@@ -41,9 +41,20 @@ class AdamW {
   // Drops a parameter and its state (a W frozen when the low-rank phase starts).
   void remove_parameter(const std::string& name);
 
-  // One update with learning rate `lr` from the parameters' .grad() (undefined grads are skipped).
-  void step(double lr);
+  // One update with learning rate `lr` from the parameters' .grad() (undefined grads are skipped),
+  // each gradient multiplied by `grad_scale` first (clipping folded into the update, so the
+  // gradients are not rewritten in a pass of their own). Contiguous fp32/fp64 CPU parameters are
+  // updated in one fused pass over (param, grad, exp_avg, exp_avg_sq); others by tensor ops.
+  void step(double lr, double grad_scale = 1.0);
+  // Drops the gradients (leaves them undefined): the next backward writes fresh ones instead of
+  // adding into zeroed buffers, which saves a zeroing pass and an addition pass per gradient.
   void zero_grad();
+
+  // L2 norm of all defined gradients together (what clip_grad_norm_ computes), summed in fp64.
+  double grad_norm() const;
+  // clip_grad_norm_ folded into the update: the norm, then step() with the gradients scaled by
+  // min(1, max_norm / (norm + 1e-6)). Returns the norm before clipping.
+  double clip_and_step(double lr, double max_norm);
 
   // ReLoRA reset of the low-rank factors' exp_avg and exp_avg_sq. Per parameter, one mask for
   // both moments (an element never keeps exp_avg without its exp_avg_sq; see adamw.cpp):

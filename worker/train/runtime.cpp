@@ -1,10 +1,17 @@
 #include "worker/train/runtime.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <fstream>
 #include <string>
 
@@ -38,6 +45,19 @@ int64_t proc_status_kb(const char* key) {
 int64_t current_rss_bytes() { return proc_status_kb("VmRSS:"); }
 
 int64_t peak_rss_bytes() { return proc_status_kb("VmHWM:"); }
+
+void keep_freed_host_memory() {
+#if defined(__GLIBC__)
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* env = std::getenv("RELORA_MALLOC_TUNING");
+    if (env != nullptr && std::strcmp(env, "0") == 0) return;
+    mallopt(M_MMAP_MAX, 0);              // no mmap()ed blocks: everything from the reusable heap
+    mallopt(M_TRIM_THRESHOLD, INT_MAX);  // never hand the free heap top back (until exit)
+    mallopt(M_TOP_PAD, 64 << 20);        // grow the heap in 64 MB steps
+  });
+#endif
+}
 
 void configure_threads(int intra_op_threads) {
   if (intra_op_threads > 0) at::set_num_threads(intra_op_threads);

@@ -17,6 +17,14 @@ int64_t peak_rss_bytes();
 // slower (oversubscription, see docs/architecture.md), so the default is 1. 0 keeps LibTorch's own.
 void configure_threads(int intra_op_threads);
 
+// Training allocates and frees the same large activation and gradient buffers every step. glibc
+// serves big blocks with fresh mmap()s and unmaps them on free, so every step page-faults and
+// zero-fills its whole working set again (measured on the 2-core build machine: about 90k page
+// faults and a quarter of the step time at the micro preset). This serves everything from the
+// heap and never trims it, so freed blocks stay mapped for reuse. Once per process (the trainer
+// calls it); RELORA_MALLOC_TUNING=0 turns it off. A no-op outside glibc.
+void keep_freed_host_memory();
+
 // Enables bf16 autocast (fp32 master weights, bf16 matrix products) on `device` while alive.
 class Bf16Autocast {
  public:

@@ -61,6 +61,7 @@ Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
       schedule_(spec_),
       store_(spec_.checkpoint().dir(), spec_.checkpoint().keep()) {
   configure_threads(options_.threads);
+  keep_freed_host_memory();
   monitor_ = options_.metrics ? options_.metrics : &no_metrics_;
   if (options_.controller) {
     controller_ = options_.controller;
@@ -309,8 +310,8 @@ Trainer::StepResult Trainer::train_step() {
     grads.pop_back();
   }
   const double max_norm = spec_.training().grad_clip() > 0 ? spec_.training().grad_clip() : 1e30;
-  const double grad_norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
-  optimizer_->step(schedule_.lr(step_));
+  // clip_grad_norm_ folded into the fused AdamW pass (no separate rescaling of the gradients).
+  const double grad_norm = optimizer_->clip_and_step(schedule_.lr(step_), max_norm);
   if (optimizer_->shard_world() > 1) share_owned_parameters();
   optimizer_->zero_grad();
   synchronize_device(options_.device);  // step time must include the queued GPU work

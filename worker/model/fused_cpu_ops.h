@@ -1,0 +1,26 @@
+// Fused CPU kernels for the elementwise parts of a LLaMA block (LibTorch's CPU path). Each
+// replaces a chain of ATen ops, and their backward nodes, by one pass over the data with the same
+// arithmetic: values in float for bf16/fp16 (at::opmath_type), in the tensor's own type otherwise.
+// tests/bench/model_equivalence_test.cpp checks them against the plain formulation in fp64.
+#pragma once
+
+#include <cstdint>
+
+#include <torch/types.h>
+
+namespace relora::model {
+
+// True where the kernels below apply: a CPU tensor of a floating type they handle.
+bool fused_cpu_kernels_apply(const torch::Tensor& x);
+
+// RMSNorm over the last dimension with gain w [C]: w * (x * inv), inv = 1 / sqrt(mean(x^2) + eps)
+// per row; the normalised value is cast back to x's type before the gain (as Hugging Face does).
+torch::Tensor fused_rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps);
+
+// Rotary embedding fused with the split into heads: x [B, T, H*D] -> [B, H, T, D] contiguous,
+// y = x * cos + rotate_half(x) * sin with rotate_half(x) = [-x2, x1] on the halves of D;
+// cos, sin [T, D].
+torch::Tensor rotary_into_heads(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                int64_t heads);
+
+}  // namespace relora::model
