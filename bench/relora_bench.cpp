@@ -1,0 +1,377 @@
+// relora-bench: throughput and memory of ONE training configuration through the real Trainer.
+//
+// The model trains on random token ids written to a temporary pre-tokenized .tok file (no
+// tokenizer), with checkpoints, export and periodic evaluation off, so the timed steps are the
+// trainer's own train_step(): forward, backward, gradient clipping and the AdamW update. After
+// the run the process measures a matrix-product peak (2048x2048, fp32 and bf16, best of several)
+// with the same thread settings. Figures go to stdout and, with --json, to a JSON file that
+// bench/run.py aggregates (see docs/benchmarks.md for the definitions).
+//
+// Run one configuration per process: peak RSS (getrusage) is per process.
+#include <dlfcn.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include "common/job_spec.h"
+#include "common/model_presets.h"
+#include "worker/data/token_file.h"
+#include "worker/train/trainer.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+struct BenchShape {
+  int hidden = 0, layers = 0, heads = 0, intermediate = 0, vocab = 0;
+  int rank = 128;
+  int seq = 256;
+  int micro_batch = 1;
+  int warmup_steps = 2;
+  int steps = 5;
+};
+
+// Named configurations (docs/benchmarks.md explains the choice of micro-batch and rank).
+bool named_config(const std::string& name, BenchShape* s) {
+  if (name == "quick") {  // the smoke test: seconds, not a measurement
+    *s = {64, 2, 4, 172, 512, 8, 32, 2, 1, 2};
+  } else if (name == "micro") {  // preset micro; rank 32 as in examples/micro-c4.yaml
+    *s = {256, 6, 4, 688, 8192, 32, 256, 8, 3, 10};
+  } else if (name == "60m") {  // preset 60m (the paper's 60M), rank 128 as in the paper
+    *s = {512, 8, 8, 1376, 32100, 128, 256, 4, 2, 6};
+  } else if (name == "1b3-l8") {  // the 1.3B layer shape, 8 layers, vocab 8192
+    *s = {2048, 8, 32, 5461, 8192, 128, 256, 1, 2, 5};
+  } else if (name == "1b3") {  // preset 1b3: the paper's 1.3B model (24 layers, vocab 32100)
+    *s = {2048, 24, 32, 5461, 32100, 128, 256, 1, 1, 3};
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// FLOPs per trained token, counted from the shapes (matrix products only; elementwise work,
+// norms and the embedding's scatter-add are not counted).
+struct FlopCount {
+  double model = 0;     // 6 N + 12 L T C: the usual full-rank "model FLOPs" (N: non-embedding
+                        // matrices including lm_head)
+  double executed = 0;  // what this mode actually runs (relora: no weight gradient for frozen W,
+                        // plus the low-rank branch)
+};
+
+FlopCount flops_per_token(const BenchShape& s, bool low_rank) {
+  const double C = s.hidden, F = s.intermediate, L = s.layers, V = s.vocab, T = s.seq, r = s.rank;
+  const double layer_matrices = L * (4 * C * C + 3 * C * F);
+  const double layer_io = L * (4 * (C + C) + 2 * (C + F) + (F + C));  // sum of (in + out)
+  const double head = V * C;
+  const double attention = 12 * L * T * C;  // QK^T and PV: 2 x 2TC forward, twice that backward
+  FlopCount f;
+  f.model = 6 * (layer_matrices + head) + attention;
+  if (!low_rank) {
+    f.executed = f.model;
+  } else {
+    // Frozen W: forward (2) + input gradient (2), no weight gradient. Branch x A^T B^T: forward,
+    // input gradient and both factor gradients, 2 r (in + out) each. Head trains at full rank.
+    f.executed = 4 * layer_matrices + 6 * r * layer_io + 6 * head + attention;
+  }
+  return f;
+}
+
+// OpenBLAS's own thread pool (set through the library if it is the BLAS loaded; -1 otherwise).
+int blas_threads(int set_to) {
+  using SetFn = void (*)(int);
+  using GetFn = int (*)();
+  if (set_to > 0) {
+    if (auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(set_to);
+  }
+  if (auto get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"))) return get();
+  return -1;
+}
+
+// Best-of-`reps` GFLOP/s of an n x n x n matrix product in `dtype`.
+double matmul_peak_gflops(torch::ScalarType dtype, int64_t n = 2048, int reps = 6) {
+  torch::NoGradGuard no_grad;
+  auto a = torch::randn({n, n}).to(dtype);
+  auto b = torch::randn({n, n}).to(dtype);
+  auto c = torch::empty({n, n}, torch::TensorOptions(dtype));
+  for (int i = 0; i < 2; ++i) torch::mm_out(c, a, b);  // warm up (thread pools, oneDNN kernels)
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = Clock::now();
+    torch::mm_out(c, a, b);
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  return 2.0 * n * n * n / best / 1e9;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
+
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
+// User + system CPU seconds of the whole process (all threads) so far.
+double process_cpu_seconds() {
+  struct rusage u {};
+  if (getrusage(RUSAGE_SELF, &u) != 0) return 0;
+  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+int64_t peak_rss_bytes() {
+  struct rusage usage {};
+  if (getrusage(RUSAGE_SELF, &usage) != 0) return 0;
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
+std::string yaml_spec(const std::string& name, const BenchShape& s, const std::string& mode,
+                      const std::string& dtype, const std::string& tok_path, const std::string& ckpt_dir) {
+  const int total = s.warmup_steps + s.steps;
+  std::ostringstream y;
+  y << "name: " << name << "\n"
+    << "model:\n"
+    << "  hidden_size: " << s.hidden << "\n  num_layers: " << s.layers << "\n  num_heads: " << s.heads
+    << "\n  intermediate_size: " << s.intermediate << "\n  vocab_size: " << s.vocab << "\n"
+    << "data:\n"
+    << "  train: [\"" << tok_path << "\"]\n"
+    << "  validation_fraction: 0.05\n"
+    << "  tokenizer_vocab_size: " << std::max(16, s.vocab) << "\n"
+    << "  seq_len: " << s.seq << "\n"
+    << "training:\n"
+    << "  steps: " << total << "\n  micro_batch_size: " << s.micro_batch << "\n  grad_accum_steps: 1\n"
+    << "  lr: 0.001\n  warmup_steps: 1\n  dtype: " << dtype << "\n  seed: 1\n  log_every_steps: 1000000\n"
+    << "relora:\n  mode: " << mode << "\n";
+  if (mode != "full") {
+    // One cycle spanning the run: the timed steps are plain ReLoRA steps (a merge every few
+    // thousand steps costs one dense [out, r] x [r, in] product per projection: negligible).
+    y << "  rank: " << s.rank << "\n  alpha: 32\n  dropout: 0.0\n  cycle_steps: " << total
+      << "\n  restart_warmup_steps: 1\n";
+  }
+  y << "eval:\n  every_steps: 0\n  max_tokens: 1\n"
+    << "checkpoint:\n  dir: \"" << ckpt_dir << "\"\n  every_steps: 0\n";
+  return y.str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"relora-bench: throughput and memory of one training configuration"};
+  std::string config = "micro", mode = "relora", dtype = "fp32", json_out, preset;
+  BenchShape over{};  // 0 / -1: take the named configuration's value
+  over.rank = over.seq = over.micro_batch = over.warmup_steps = over.steps = -1;
+  int threads = 1, blas = 0;
+  bool peak_only = false, no_peak = false;
+  std::string profile_out;
+  app.add_option("--config", config, "quick, micro, 60m, 1b3-l8 (1.3B layer shape, 8 layers) or 1b3");
+  app.add_option("--preset", preset, "a model preset (nano, micro, 60m, ..., 1b3) instead of --config");
+  app.add_option("--hidden", over.hidden);
+  app.add_option("--layers", over.layers);
+  app.add_option("--heads", over.heads);
+  app.add_option("--intermediate", over.intermediate);
+  app.add_option("--vocab", over.vocab);
+  app.add_option("--rank", over.rank);
+  app.add_option("--mode", mode, "full or relora")->check(CLI::IsMember({"full", "relora", "lora"}));
+  app.add_option("--dtype", dtype, "fp32 or bf16 (autocast)")->check(CLI::IsMember({"fp32", "bf16"}));
+  app.add_option("--steps", over.steps, "timed optimizer steps");
+  app.add_option("--warmup-steps", over.warmup_steps, "untimed steps first");
+  app.add_option("--micro-batch", over.micro_batch);
+  app.add_option("--seq", over.seq);
+  app.add_option("--threads", threads, "LibTorch intra-op threads");
+  app.add_option("--blas-threads", blas, "OpenBLAS threads (0: leave as OPENBLAS_NUM_THREADS says)");
+  app.add_option("--json", json_out, "write the figures here");
+  app.add_flag("--peak-only", peak_only, "only measure the matrix-product peaks");
+  app.add_flag("--no-peak", no_peak, "skip the matrix-product peak measurement");
+  app.add_option("--profile", profile_out, "write a chrome://tracing profile of the timed steps here");
+  CLI11_PARSE(app, argc, argv);
+
+  spdlog::set_level(spdlog::level::warn);
+  at::set_num_threads(threads);
+  const int blas_now = blas_threads(blas);
+
+  json out;
+  out["impl"] = "relora-cpp";
+  out["torch_version"] = TORCH_VERSION;
+  out["threads"] = at::get_num_threads();
+  out["blas_threads"] = blas_now;
+  out["load_average_start"] = load_average();
+
+  auto measure_peaks = [&] {
+    json peak;
+    peak["fp32_gflops"] = matmul_peak_gflops(torch::kFloat);
+    peak["bf16_gflops"] = matmul_peak_gflops(torch::kBFloat16);
+    peak["size"] = 2048;
+    return peak;
+  };
+  if (peak_only) {
+    out["peak"] = measure_peaks();
+    std::cout << out.dump(2) << std::endl;
+    if (!json_out.empty()) std::ofstream(json_out) << out.dump(2) << "\n";
+    return 0;
+  }
+
+  BenchShape s;
+  if (!preset.empty()) {
+    auto p = relora::find_model_preset(preset);
+    if (!p) {
+      std::cerr << "unknown preset " << preset << "\n";
+      return 2;
+    }
+    if (!named_config(preset, &s)) named_config("60m", &s);  // micro-batch/seq defaults
+    s.hidden = p->hidden_size, s.layers = p->num_layers, s.heads = p->num_heads;
+    s.intermediate = p->intermediate_size, s.vocab = p->vocab_size;
+    config = preset;
+  } else if (!named_config(config, &s)) {
+    std::cerr << "unknown --config " << config << "\n";
+    return 2;
+  }
+  for (auto [dst, src] : {std::pair{&s.hidden, over.hidden}, {&s.layers, over.layers}, {&s.heads, over.heads},
+                          {&s.intermediate, over.intermediate}, {&s.vocab, over.vocab}}) {
+    if (src > 0) *dst = src;
+  }
+  for (auto [dst, src] : {std::pair{&s.rank, over.rank}, {&s.seq, over.seq}, {&s.micro_batch, over.micro_batch},
+                          {&s.warmup_steps, over.warmup_steps}, {&s.steps, over.steps}}) {
+    if (src >= 0) *dst = src;
+  }
+  if (s.steps < 1) {
+    std::cerr << "--steps must be at least 1\n";
+    return 2;
+  }
+  const bool low_rank = mode != "full";
+
+  // Synthetic data: random ids, enough blocks for every step (and a few validation blocks).
+  char tmpl[] = "/tmp/relora-bench-XXXXXX";
+  const char* tmp = mkdtemp(tmpl);
+  if (!tmp) {
+    perror("mkdtemp");
+    return 1;
+  }
+  const std::string dir = tmp;
+  int rc = 0;
+  try {
+    const int64_t blocks = std::max<int64_t>(32, int64_t{s.micro_batch} * (s.warmup_steps + s.steps) + 8);
+    std::vector<uint32_t> tokens(static_cast<size_t>(blocks * s.seq));
+    std::mt19937 gen(1234);
+    std::uniform_int_distribution<uint32_t> id(0, static_cast<uint32_t>(s.vocab - 1));
+    for (auto& t : tokens) t = id(gen);
+    const std::string tok = dir + "/train.tok";
+    relora::data::write_token_file(tok, tokens, static_cast<uint32_t>(s.vocab), 1);
+    tokens.clear();
+    tokens.shrink_to_fit();
+
+    auto spec = relora::parse_job_spec_yaml(
+        yaml_spec("bench-" + config + "-" + mode + "-" + dtype, s, mode, dtype, tok, dir + "/run"), "bench");
+    relora::resolve_job_spec(spec);
+    relora::validate_job_spec(spec);
+
+    relora::train::TrainerOptions options;
+    options.threads = threads;
+    options.resume = false;
+    options.save_checkpoints = false;
+    options.export_model = false;
+    std::vector<double> step_seconds;
+    std::vector<double> losses;
+    std::vector<double> step_cpu;  // CPU seconds between step reports (all threads)
+    double cpu_mark = 0;
+    std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
+    options.on_step = [&](const relora::train::StepReport& r) {
+      if (!profile_out.empty() && r.step == s.warmup_steps)
+        profile = std::make_unique<torch::autograd::profiler::RecordProfile>(profile_out);
+      step_seconds.push_back(r.step_seconds);
+      const double cpu = process_cpu_seconds();
+      step_cpu.push_back(cpu - cpu_mark);
+      cpu_mark = cpu;
+      losses.push_back(r.loss);
+      std::fprintf(stderr, "  step %lld/%lld  %.3f s  loss %.4f\n", static_cast<long long>(r.step),
+                   static_cast<long long>(r.total_steps), r.step_seconds, r.loss);
+    };
+    const auto t0 = Clock::now();
+    relora::train::Trainer trainer(spec, options);
+    cpu_mark = process_cpu_seconds();
+    const double setup_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    auto summary = trainer.run();
+    profile.reset();
+    const int64_t rss = peak_rss_bytes();  // before the peak measurement allocates anything
+
+    std::vector<double> timed(step_seconds.begin() + std::min<size_t>(s.warmup_steps, step_seconds.size()),
+                              step_seconds.end());
+    const double step_median = median(timed);
+    const double tokens_per_step = double(s.micro_batch) * s.seq;
+    const FlopCount f = flops_per_token(s, low_rank);
+    const double tok_s = step_median > 0 ? tokens_per_step / step_median : 0;
+
+    out["config"] = config;
+    out["mode"] = mode;
+    out["dtype"] = dtype;
+    out["shape"] = {{"hidden", s.hidden}, {"layers", s.layers}, {"heads", s.heads}, {"intermediate", s.intermediate},
+                    {"vocab", s.vocab}, {"rank", low_rank ? s.rank : 0}, {"seq", s.seq},
+                    {"micro_batch", s.micro_batch}};
+    out["warmup_steps"] = s.warmup_steps;
+    out["timed_steps"] = timed.size();
+    out["step_seconds"] = step_seconds;
+    out["step_seconds_median"] = step_median;
+    out["step_cpu_seconds"] = step_cpu;  // the first one includes the low-rank start
+    out["tokens_per_step"] = tokens_per_step;
+    out["tokens_per_second"] = tok_s;
+    out["setup_seconds"] = setup_seconds;
+    out["total_parameters"] = summary.total_parameters;
+    out["trainable_parameters"] = summary.trainable_parameters;
+    // Data parallelism all-reduces exactly the trainable parameters' fp32 gradients once per step.
+    out["grad_bytes_per_step"] = summary.trainable_parameters * 4;
+    out["model_flops_per_token"] = f.model;
+    out["executed_flops_per_token"] = f.executed;
+    out["executed_flops_per_second"] = f.executed * tok_s;
+    out["peak_rss_bytes"] = rss;
+    out["first_loss"] = losses.empty() ? 0.0 : losses.front();
+    out["final_loss"] = losses.empty() ? 0.0 : losses.back();
+    if (!no_peak) {
+      out["peak"] = measure_peaks();
+      const double peak = out["peak"][dtype == "bf16" ? "bf16_gflops" : "fp32_gflops"].get<double>() * 1e9;
+      out["utilisation"] = f.executed * tok_s / peak;
+    }
+    out["load_average_end"] = load_average();
+
+    std::printf("%s %s %s threads %d/%d: %.0f tok/s (median step %.3f s of %zu), %.1f GFLOP/s executed",
+                config.c_str(), mode.c_str(), dtype.c_str(), at::get_num_threads(), blas_now, tok_s, step_median,
+                timed.size(), f.executed * tok_s / 1e9);
+    if (out.contains("utilisation")) std::printf(" (%.0f%% of peak)", 100 * out["utilisation"].get<double>());
+    std::printf(", peak RSS %.0f MiB, %lld trainable, %.1f MB grads/step\n", rss / 1048576.0,
+                static_cast<long long>(summary.trainable_parameters), summary.trainable_parameters * 4 / 1e6);
+    if (!json_out.empty()) {
+      std::ofstream o(json_out);
+      o << out.dump(2) << "\n";
+      if (!o) throw std::runtime_error("cannot write " + json_out);
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "relora-bench: " << e.what() << "\n";
+    rc = 1;
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  return rc;
+}
