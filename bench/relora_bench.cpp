@@ -7,7 +7,7 @@
 // with the same thread settings. Figures go to stdout and, with --json, to a JSON file that
 // bench/run.py aggregates (see docs/benchmarks.md for the definitions).
 //
-// Run one configuration per process: peak RSS (getrusage) is per process.
+// Run one configuration per process: peak RSS (VmHWM) is per process.
 #include <dlfcn.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -35,6 +35,7 @@
 #include "common/job_spec.h"
 #include "common/model_presets.h"
 #include "worker/data/token_file.h"
+#include "worker/train/runtime.h"
 #include "worker/train/trainer.h"
 
 namespace {
@@ -107,22 +108,6 @@ int blas_threads(int set_to) {
   return -1;
 }
 
-// Best-of-`reps` GFLOP/s of an n x n x n matrix product in `dtype`.
-double matmul_peak_gflops(torch::ScalarType dtype, int64_t n = 2048, int reps = 6) {
-  torch::NoGradGuard no_grad;
-  auto a = torch::randn({n, n}).to(dtype);
-  auto b = torch::randn({n, n}).to(dtype);
-  auto c = torch::empty({n, n}, torch::TensorOptions(dtype));
-  for (int i = 0; i < 2; ++i) torch::mm_out(c, a, b);  // warm up (thread pools, oneDNN kernels)
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = Clock::now();
-    torch::mm_out(c, a, b);
-    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
-  }
-  return 2.0 * n * n * n / best / 1e9;
-}
-
 double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -144,11 +129,6 @@ double process_cpu_seconds() {
   return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
-int64_t peak_rss_bytes() {
-  struct rusage usage {};
-  if (getrusage(RUSAGE_SELF, &usage) != 0) return 0;
-  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
-}
 
 std::string yaml_spec(const std::string& name, const BenchShape& s, const std::string& mode,
                       const std::string& dtype, const std::string& tok_path, const std::string& ckpt_dir) {
@@ -223,8 +203,9 @@ int main(int argc, char** argv) {
 
   auto measure_peaks = [&] {
     json peak;
-    peak["fp32_gflops"] = matmul_peak_gflops(torch::kFloat);
-    peak["bf16_gflops"] = matmul_peak_gflops(torch::kBFloat16);
+    // The trainer's own MFU peak: best of five 2048^3 products after a warm-up.
+    peak["fp32_gflops"] = relora::train::measure_matmul_peak_flops(torch::kFloat, torch::kCPU) / 1e9;
+    peak["bf16_gflops"] = relora::train::measure_matmul_peak_flops(torch::kBFloat16, torch::kCPU) / 1e9;
     peak["size"] = 2048;
     return peak;
   };
@@ -316,7 +297,7 @@ int main(int argc, char** argv) {
     const double setup_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     auto summary = trainer.run();
     profile.reset();
-    const int64_t rss = peak_rss_bytes();  // before the peak measurement allocates anything
+    const int64_t rss = relora::train::peak_rss_bytes();  // VmHWM, before the peak measurement allocates anything
 
     std::vector<double> timed(step_seconds.begin() + std::min<size_t>(s.warmup_steps, step_seconds.size()),
                               step_seconds.end());
