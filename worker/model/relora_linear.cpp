@@ -107,7 +107,7 @@ torch::Tensor ReloraLinearImpl::forward(const torch::Tensor& x) {
   auto out_sizes = x.sizes().vec();
   out_sizes.back() = out_features_;
   auto x2 = x.reshape({-1, in_features_});  // [N, in] (a view when x is contiguous)
-  auto y = torch::linear(x2, weight);        // [N, out]; W is frozen, so y is not needed by backward
+  auto y = torch::linear(x2, weight);        // [N, out]; linear's backward never reads y: safe to add in place
   // Dropout applies to the branch's input only; skip the copy when it would be the identity.
   const bool drop = dropout_ > 0.0 && is_training();
   const auto& xd = drop ? torch::dropout(x2, dropout_, /*train=*/true) : x2;  // [N, in]
