@@ -19,8 +19,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -32,9 +30,9 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include "bench/bench_support.h"
 #include "common/job_spec.h"
 #include "common/model_presets.h"
-#include "worker/data/token_file.h"
 #include "worker/train/runtime.h"
 #include "worker/train/trainer.h"
 
@@ -70,33 +68,6 @@ bool named_config(const std::string& name, BenchShape* s) {
   return true;
 }
 
-// FLOPs per trained token, counted from the shapes (matrix products only; elementwise work,
-// norms and the embedding's scatter-add are not counted).
-struct FlopCount {
-  double model = 0;     // 6 N + 12 L T C: the usual full-rank "model FLOPs" (N: non-embedding
-                        // matrices including lm_head)
-  double executed = 0;  // what this mode actually runs (relora: no weight gradient for frozen W,
-                        // plus the low-rank branch)
-};
-
-FlopCount flops_per_token(const BenchShape& s, bool low_rank) {
-  const double C = s.hidden, F = s.intermediate, L = s.layers, V = s.vocab, T = s.seq, r = s.rank;
-  const double layer_matrices = L * (4 * C * C + 3 * C * F);
-  const double layer_io = L * (4 * (C + C) + 2 * (C + F) + (F + C));  // sum of (in + out)
-  const double head = V * C;
-  const double attention = 12 * L * T * C;  // QK^T and PV: 2 x 2TC forward, twice that backward
-  FlopCount f;
-  f.model = 6 * (layer_matrices + head) + attention;
-  if (!low_rank) {
-    f.executed = f.model;
-  } else {
-    // Frozen W: forward (2) + input gradient (2), no weight gradient. Branch x A^T B^T: forward,
-    // input gradient and both factor gradients, 2 r (in + out) each. Head trains at full rank.
-    f.executed = 4 * layer_matrices + 6 * r * layer_io + 6 * head + attention;
-  }
-  return f;
-}
-
 // OpenBLAS's own thread pool (set through the library if it is the BLAS loaded; -1 otherwise).
 int blas_threads(int set_to) {
   using SetFn = void (*)(int);
@@ -106,13 +77,6 @@ int blas_threads(int set_to) {
   }
   if (auto get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"))) return get();
   return -1;
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
 }
 
 std::string load_average() {
@@ -129,34 +93,6 @@ double process_cpu_seconds() {
   return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
-
-std::string yaml_spec(const std::string& name, const BenchShape& s, const std::string& mode,
-                      const std::string& dtype, const std::string& tok_path, const std::string& ckpt_dir) {
-  const int total = s.warmup_steps + s.steps;
-  std::ostringstream y;
-  y << "name: " << name << "\n"
-    << "model:\n"
-    << "  hidden_size: " << s.hidden << "\n  num_layers: " << s.layers << "\n  num_heads: " << s.heads
-    << "\n  intermediate_size: " << s.intermediate << "\n  vocab_size: " << s.vocab << "\n"
-    << "data:\n"
-    << "  train: [\"" << tok_path << "\"]\n"
-    << "  validation_fraction: 0.05\n"
-    << "  tokenizer_vocab_size: " << std::max(16, s.vocab) << "\n"
-    << "  seq_len: " << s.seq << "\n"
-    << "training:\n"
-    << "  steps: " << total << "\n  micro_batch_size: " << s.micro_batch << "\n  grad_accum_steps: 1\n"
-    << "  lr: 0.001\n  warmup_steps: 1\n  dtype: " << dtype << "\n  seed: 1\n  log_every_steps: 1000000\n"
-    << "relora:\n  mode: " << mode << "\n";
-  if (mode != "full") {
-    // One cycle spanning the run: the timed steps are plain ReLoRA steps (a merge every few
-    // thousand steps costs one dense [out, r] x [r, in] product per projection: negligible).
-    y << "  rank: " << s.rank << "\n  alpha: 32\n  dropout: 0.0\n  cycle_steps: " << total
-      << "\n  restart_warmup_steps: 1\n";
-  }
-  y << "eval:\n  every_steps: 0\n  max_tokens: 1\n"
-    << "checkpoint:\n  dir: \"" << ckpt_dir << "\"\n  every_steps: 0\n";
-  return y.str();
-}
 
 }  // namespace
 
@@ -256,17 +192,13 @@ int main(int argc, char** argv) {
   int rc = 0;
   try {
     const int64_t blocks = std::max<int64_t>(32, int64_t{s.micro_batch} * (s.warmup_steps + s.steps) + 8);
-    std::vector<uint32_t> tokens(static_cast<size_t>(blocks * s.seq));
-    std::mt19937 gen(1234);
-    std::uniform_int_distribution<uint32_t> id(0, static_cast<uint32_t>(s.vocab - 1));
-    for (auto& t : tokens) t = id(gen);
     const std::string tok = dir + "/train.tok";
-    relora::data::write_token_file(tok, tokens, static_cast<uint32_t>(s.vocab), 1);
-    tokens.clear();
-    tokens.shrink_to_fit();
-
+    relora::bench::write_random_tokens(tok, static_cast<uint32_t>(s.vocab), static_cast<size_t>(blocks * s.seq));
+    const relora::ModelShape shape{s.hidden, s.layers, s.heads, s.intermediate, s.vocab};
     auto spec = relora::parse_job_spec_yaml(
-        yaml_spec("bench-" + config + "-" + mode + "-" + dtype, s, mode, dtype, tok, dir + "/run"), "bench");
+        relora::bench::synthetic_job_yaml("bench-" + config + "-" + mode + "-" + dtype, shape, s.seq, s.micro_batch,
+                                          s.rank, mode, dtype, s.warmup_steps + s.steps, tok, dir + "/run"),
+        "bench");
     relora::resolve_job_spec(spec);
     relora::validate_job_spec(spec);
 
@@ -301,9 +233,9 @@ int main(int argc, char** argv) {
 
     std::vector<double> timed(step_seconds.begin() + std::min<size_t>(s.warmup_steps, step_seconds.size()),
                               step_seconds.end());
-    const double step_median = median(timed);
+    const double step_median = relora::bench::median(timed);
     const double tokens_per_step = double(s.micro_batch) * s.seq;
-    const FlopCount f = flops_per_token(s, low_rank);
+    const auto f = relora::bench::flops_per_token(shape, s.seq, s.rank, low_rank);
     const double tok_s = step_median > 0 ? tokens_per_step / step_median : 0;
 
     out["config"] = config;

@@ -10,7 +10,8 @@
 // Utilisation = executed matrix FLOPs per token x tokens/s / peak, against 989 TFLOP/s (the
 // H100/H200 SXM dense bf16 figure) and against the measured peak. Executed FLOPs: full rank,
 // 6 N + 12 L T C per token (N: the layers' and the head's matrix parameters); relora, frozen W
-// has no weight gradient: 4 N_layers + 6 r (in + out) per projection + 6 N_head + 12 L T C.
+// has no weight gradient: 4 N_layers + 6 r (in + out) per projection + 6 N_head + 12 L T C
+// (relora::bench::flops_per_token, shared with bench/relora-bench).
 //
 // Output: a human-readable line, then one `GPU_BENCH key=value ...` line that gpu-check.sh turns
 // into its table, and optionally --json. Built only on request (EXCLUDE_FROM_ALL): CI never runs it.
@@ -24,7 +25,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -38,6 +38,7 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
+#include "bench/bench_support.h"
 #include "common/job_spec.h"
 #include "common/model_presets.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -47,28 +48,6 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-struct Shape {
-  double hidden = 0, layers = 0, intermediate = 0, vocab = 0, seq = 0, rank = 0;
-};
-
-// Matrix FLOPs per trained token (see the file comment).
-double executed_flops_per_token(const Shape& s, bool low_rank) {
-  const double C = s.hidden, F = s.intermediate, L = s.layers, V = s.vocab, T = s.seq, r = s.rank;
-  const double layer_matrices = L * (4 * C * C + 3 * C * F);
-  const double layer_io = L * (4 * (C + C) + 2 * (C + F) + (F + C));  // sum of (in + out)
-  const double head = V * C;
-  const double attention = 12 * L * T * C;
-  if (!low_rank) return 6 * (layer_matrices + head) + attention;
-  return 4 * layer_matrices + 6 * r * layer_io + 6 * head + attention;
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
 
 // Mean TFLOP/s of `reps` n x n x n bf16 products on `device`, after warm-up.
 double matmul_tflops(torch::Device device, int64_t n, int reps) {
@@ -109,29 +88,6 @@ DeviceMemory device_memory_peak(torch::Device device) {
   (void)device;
 #endif
   return m;
-}
-
-std::string yaml_spec(const std::string& name, const relora::ModelShape& p, int seq, int micro_batch, int rank,
-                      const std::string& mode, const std::string& dtype, int total_steps, const std::string& tok,
-                      const std::string& dir) {
-  std::ostringstream y;
-  y << "name: " << name << "\nmodel:\n"
-    << "  hidden_size: " << p.hidden_size << "\n  num_layers: " << p.num_layers << "\n  num_heads: " << p.num_heads
-    << "\n  intermediate_size: " << p.intermediate_size << "\n  vocab_size: " << p.vocab_size << "\n"
-    << "data:\n  train: [\"" << tok << "\"]\n  validation_fraction: 0.05\n"
-    << "  tokenizer_vocab_size: " << std::max(16, p.vocab_size) << "\n  seq_len: " << seq << "\n"
-    << "training:\n  steps: " << total_steps << "\n  micro_batch_size: " << micro_batch
-    << "\n  grad_accum_steps: 1\n  lr: 0.001\n  warmup_steps: 1\n  dtype: " << dtype
-    << "\n  seed: 1\n  log_every_steps: 1000000\n"
-    << "relora:\n  mode: " << mode << "\n";
-  if (mode != "full") {
-    // One cycle spanning the run: the timed steps are plain low-rank steps, no merge among them.
-    y << "  rank: " << rank << "\n  alpha: 32\n  dropout: 0.0\n  cycle_steps: " << total_steps
-      << "\n  restart_warmup_steps: 1\n";
-  }
-  y << "eval:\n  every_steps: 0\n  max_tokens: 1\n"
-    << "checkpoint:\n  dir: \"" << dir << "/run\"\n  every_steps: 0\n";
-  return y.str();
 }
 
 }  // namespace
@@ -190,11 +146,11 @@ int main(int argc, char** argv) {
   try {
     const int total = warmup + steps;
     const int64_t blocks = std::max<int64_t>(64, int64_t{micro_batch} * total * 2 + 16);
-    relora::gpu_testing::write_random_tokens(dir + "/train.tok", static_cast<uint32_t>(shape->vocab_size),
+    relora::bench::write_random_tokens(dir + "/train.tok", static_cast<uint32_t>(shape->vocab_size),
                                              static_cast<size_t>(blocks * (seq + 1)));
     auto spec = relora::parse_job_spec_yaml(
-        yaml_spec("gpu-bench-" + preset + "-" + mode + "-" + dtype, *shape, seq, micro_batch, rank, mode, dtype, total,
-                  dir + "/train.tok", dir),
+        relora::bench::synthetic_job_yaml("gpu-bench-" + preset + "-" + mode + "-" + dtype, *shape, seq, micro_batch,
+                                          rank, mode, dtype, total, dir + "/train.tok", dir + "/run"),
         "gpu-bench");
     relora::resolve_job_spec(spec);
     relora::validate_job_spec(spec);
@@ -220,12 +176,10 @@ int main(int argc, char** argv) {
 
     std::vector<double> timed(step_seconds.begin() + std::min<size_t>(warmup, step_seconds.size()),
                               step_seconds.end());
-    const double step_s = median(timed);
+    const double step_s = relora::bench::median(timed);
     const double tok_per_step = double(micro_batch) * seq;
     const double tok_s = step_s > 0 ? tok_per_step / step_s : 0;
-    const Shape s{double(shape->hidden_size), double(shape->num_layers), double(shape->intermediate_size),
-                  double(shape->vocab_size), double(seq), double(rank)};
-    const double flops_token = executed_flops_per_token(s, low_rank);
+    const double flops_token = relora::bench::flops_per_token(*shape, seq, rank, low_rank).executed;
     const double achieved_tflops = flops_token * tok_s / 1e12;
     double peak_tflops = -1;
     if (!no_peak) peak_tflops = device.is_cuda() ? matmul_tflops(device, 8192, 10) : matmul_tflops(device, 1024, 3);

@@ -8,14 +8,13 @@
 #pragma once
 
 #include <cstdint>
-#include <random>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
-#include "worker/data/token_file.h"
+#include "bench/bench_support.h"
 
 namespace relora::gpu_testing {
 
@@ -24,13 +23,7 @@ inline const char* kNoCudaMessage =
     "GPU tests run on a GPU machine through scripts/gpu-check.sh (docs/gpu.md)";
 
 // Random token ids in [0, vocab), written as a .tok file the trainer reads without a tokenizer.
-inline void write_random_tokens(const std::string& path, uint32_t vocab, size_t count, uint32_t seed = 1234) {
-  std::vector<uint32_t> tokens(count);
-  std::mt19937 gen(seed);
-  std::uniform_int_distribution<uint32_t> id(0, vocab - 1);
-  for (auto& t : tokens) t = id(gen);
-  relora::data::write_token_file(path, tokens, vocab, /*documents=*/1);
-}
+using bench::write_random_tokens;
 
 struct TinyJob {
   std::string name = "gpu-tiny";
