@@ -109,6 +109,12 @@ def losses(ckpt_dir):
         return [json.loads(line)["loss"] for line in f]
 
 
+def assert_curves_match(test, ours, ref, rel_tol, note=""):
+    """Per-step loss curves agree to `rel_tol` relative error (step numbers from 1 in messages)."""
+    for step, (a, b) in enumerate(zip(ours, ref), start=1):
+        test.assertLess(abs(a - b) / abs(b), rel_tol, f"step {step}{note}: {a} vs {b}")
+
+
 @unittest.skipUnless(os.path.exists(TEXT), "needs ../shared/data (tinyshakespeare)")
 class ClusterEndToEnd(unittest.TestCase):
     def setUp(self):
@@ -162,8 +168,7 @@ class ClusterEndToEnd(unittest.TestCase):
             two, one = losses(ckpt2), losses(ckpt1)
             self.assertEqual(len(two), 24)
             self.assertEqual(len(one), 24)
-            for step, (a, b) in enumerate(zip(two, one)):
-                self.assertLess(abs(a - b) / abs(b), 1e-4, f"step {step + 1}: {a} vs {b}")
+            assert_curves_match(self, two, one, 1e-4)
 
             # A restarted coordinator still lists both jobs with their states.
             cluster.kill_coordinator()
@@ -207,7 +212,8 @@ class ClusterEndToEnd(unittest.TestCase):
                               "--metrics-port-base", "0"],
                              capture_output=True, text=True, timeout=300, cwd=self.root)
         self.assertEqual(out.returncode, 0, out.stdout[-2000:] + out.stderr[-2000:])
-        summary = json.load(open(summary_path))
+        with open(summary_path) as f:
+            summary = json.load(f)
         self.assertEqual(summary["workers"], 2)
         self.assertEqual(summary["merges"], 3)
         self.assertEqual(summary["steps"], 24)

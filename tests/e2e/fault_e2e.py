@@ -17,7 +17,7 @@ import tempfile
 import time
 import unittest
 
-from cluster_e2e import TEXT, Cluster, job_yaml, losses
+from cluster_e2e import TEXT, Cluster, assert_curves_match, job_yaml, losses
 
 STEPS = 64  # warm start 4 + 12 cycles of 5
 CHECKPOINT_EVERY = 10
@@ -94,13 +94,18 @@ class WorkerFaults(unittest.TestCase):
             time.sleep(0.05)
         self.fail("the job never wrote a checkpoint")
 
+    def run_reference(self, cluster, workers, grad_accum):
+        """The job uninterrupted, to completion; returns its job id and checkpoint directory."""
+        ref_job, ref_ckpt = self.write_job("reference", workers=workers, grad_accum=grad_accum)
+        ref_id = cluster.cli_json("submit", ref_job)["job_id"]
+        self.assertEqual(cluster.cli("watch", ref_id, check=False).returncode, 0)
+        return ref_id, ref_ckpt
+
     def test_killed_worker_job_restarts_on_fewer_workers_and_completes(self):
         cluster = Cluster(self.root, workers=2)
         try:
             # The reference: the same job, uninterrupted (1 worker x accumulation 2 = 2 x 1).
-            ref_job, ref_ckpt = self.write_job("reference", workers=1, grad_accum=2)
-            ref_id = cluster.cli_json("submit", ref_job)["job_id"]
-            self.assertEqual(cluster.cli("watch", ref_id, check=False).returncode, 0)
+            _, ref_ckpt = self.run_reference(cluster, workers=1, grad_accum=2)
 
             job, ckpt = self.write_job("elastic", workers=2, grad_accum=1, cluster_extra=", min_workers: 1")
             job_id = cluster.cli_json("submit", job)["job_id"]
@@ -120,8 +125,7 @@ class WorkerFaults(unittest.TestCase):
             self.assertEqual(steps_logged(ckpt), list(range(1, STEPS + 1)))
             # And the data order continued: the whole curve matches the uninterrupted run.
             ours, ref = losses(ckpt), losses(ref_ckpt)
-            for step, (a, b) in enumerate(zip(ours, ref), start=1):
-                self.assertLess(abs(a - b) / abs(b), 1e-4, f"step {step} (killed near {killed_at}): {a} vs {b}")
+            assert_curves_match(self, ours, ref, 1e-4, f" (killed near {killed_at})")
         finally:
             cluster.close()
 
@@ -130,9 +134,7 @@ class WorkerFaults(unittest.TestCase):
         try:
             # The reference: the same job on the same two ranks, uninterrupted (the same world
             # size, so the same reduction order: the curves agree to rounding).
-            ref_job, ref_ckpt = self.write_job("reference", workers=2, grad_accum=1)
-            ref_id = cluster.cli_json("submit", ref_job)["job_id"]
-            self.assertEqual(cluster.cli("watch", ref_id, check=False).returncode, 0)
+            ref_id, ref_ckpt = self.run_reference(cluster, workers=2, grad_accum=1)
 
             job, ckpt = self.write_job("survivor", workers=2, grad_accum=1)
             job_id = cluster.cli_json("submit", job)["job_id"]
@@ -155,8 +157,7 @@ class WorkerFaults(unittest.TestCase):
             self.assertEqual(ref_events.count("scheduled"), 1, ref_events)
             # Every step once in the log, and the same curve as the uninterrupted run.
             self.assertEqual(steps_logged(ckpt), list(range(1, STEPS + 1)))
-            for step, (a, b) in enumerate(zip(losses(ckpt), losses(ref_ckpt)), start=1):
-                self.assertLess(abs(a - b) / abs(b), 1e-4, f"step {step}: {a} vs {b}")
+            assert_curves_match(self, losses(ckpt), losses(ref_ckpt), 1e-4)
         finally:
             cluster.close()
 
