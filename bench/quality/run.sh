@@ -4,17 +4,18 @@
 # tables (bench/quality/out/<profile>/results.md).
 #
 #   RELORA_BUILD_DIR=build bench/quality/run.sh [run.py options, e.g. --jobs 1]
-#   RELORA_BUILD_DIR=build RELORA_QUALITY_PROFILE=tpp20 bench/quality/run.sh
+#   RELORA_BUILD_DIR=build RELORA_QUALITY_PROFILE=full bench/quality/run.sh
 #
-# The `full` profile (the default; 16 runs, about 45 minutes on the 2-core build machine) writes
-# docs/results/{loss_curves,lr_schedule,update_spectrum}.png; another profile writes them as
-# docs/results/<profile>_*.png.
+# The `tpp80` profile (the default; 14 runs of about 5.5 minutes, two at a time: about 45 minutes on
+# the 2-core build machine) writes docs/results/tpp80_{loss_curves,lr_schedule,update_spectrum}.png;
+# the `full` profile (16 runs, about 22 minutes) writes docs/results/{loss_curves,...}.png, any
+# other profile docs/results/<profile>_*.png.
 #
 # Needs a built relora-worker (cmake --build $RELORA_BUILD_DIR --target relora-worker), the C4 sample
 # in ../shared/data (or RELORA_SHARED_DATA), and Debian's python3-matplotlib (scripts/setup.sh).
 set -eu
 cd "$(dirname "$0")/../.."
-profile="${RELORA_QUALITY_PROFILE:-full}"
+profile="${RELORA_QUALITY_PROFILE:-tpp80}"
 prefix=""
 [ "$profile" = full ] || prefix="${profile}_"
 python3 bench/quality/run.py --profile "$profile" "$@"
