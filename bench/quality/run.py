@@ -114,7 +114,8 @@ PROFILES["tpp80"] = dict(
     PROFILES["tpp20"], steps=6400, warm_start=1600, cycle=800, restart_warmup=80, eval_every=800,
     seed=1,  # init and data order; --set seed=2 repeats the profile on another draw
     runs=["full_lr2e-3", "lora_lr4e-3", "relora", "lora", "full", "relora_lr4e-3", "lora_warm", "lora_lr2e-3",
-          "control", "abl_restarts", "abl_restarts_reset", "abl_restarts_jagged", "full_lr1e-3", "relora_lr2e-3"])
+          "control", "abl_restarts", "abl_restarts_reset", "abl_restarts_jagged", "full_lr1e-3", "relora_lr2e-3",
+          "relora_lr1e-3"])
 
 # name -> (label, relora section builder). Labels follow the paper's table rows.
 # LoRA from scratch and ReLoRA also at lower peak rates than low_rank_lr (the paper's 2x): at

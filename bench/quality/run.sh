@@ -6,7 +6,7 @@
 #   RELORA_BUILD_DIR=build bench/quality/run.sh [run.py options, e.g. --jobs 1]
 #   RELORA_BUILD_DIR=build RELORA_QUALITY_PROFILE=full bench/quality/run.sh
 #
-# The `tpp80` profile (the default; 14 runs of about 5.5 minutes, two at a time: about 45 minutes on
+# The `tpp80` profile (the default; 15 runs of about 5.5 minutes, two at a time: 45-50 minutes on
 # the 2-core build machine) writes docs/results/tpp80_{loss_curves,lr_schedule,update_spectrum}.png;
 # the `full` profile (16 runs, about 22 minutes) writes docs/results/{loss_curves,...}.png, any
 # other profile docs/results/<profile>_*.png.
