@@ -33,6 +33,7 @@
 #include "bench/bench_support.h"
 #include "common/job_spec.h"
 #include "common/model_presets.h"
+#include "common/text_file.h"
 #include "worker/train/runtime.h"
 #include "worker/train/trainer.h"
 
@@ -148,7 +149,13 @@ int main(int argc, char** argv) {
   if (peak_only) {
     out["peak"] = measure_peaks();
     std::cout << out.dump(2) << std::endl;
-    if (!json_out.empty()) std::ofstream(json_out) << out.dump(2) << "\n";
+    if (json_out.empty()) return 0;
+    try {
+      relora::write_text_file(json_out, out.dump(2) + "\n");
+    } catch (const std::exception& e) {
+      std::cerr << "relora-bench: " << e.what() << "\n";
+      return 1;
+    }
     return 0;
   }
 
@@ -275,11 +282,7 @@ int main(int argc, char** argv) {
     if (out.contains("utilisation")) std::printf(" (%.0f%% of peak)", 100 * out["utilisation"].get<double>());
     std::printf(", peak RSS %.0f MiB, %lld trainable, %.1f MB grads/step\n", rss / 1048576.0,
                 static_cast<long long>(summary.trainable_parameters), summary.trainable_parameters * 4 / 1e6);
-    if (!json_out.empty()) {
-      std::ofstream o(json_out);
-      o << out.dump(2) << "\n";
-      if (!o) throw std::runtime_error("cannot write " + json_out);
-    }
+    if (!json_out.empty()) relora::write_text_file(json_out, out.dump(2) + "\n");
   } catch (const std::exception& e) {
     std::cerr << "relora-bench: " << e.what() << "\n";
     rc = 1;

@@ -10,7 +10,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <thread>
 
@@ -21,6 +20,7 @@
 #include "common/grpc_security.h"
 #include "common/job_spec.h"
 #include "common/metrics_server.h"
+#include "common/text_file.h"
 #include "worker/cluster/health_server.h"
 #include "worker/metrics/prometheus_train_metrics.h"
 #include "worker/cluster/cluster_worker.h"
@@ -65,10 +65,10 @@ int run_standalone(const std::string& job_path, const std::string& summary_path,
                summary.final_train_loss, summary.eval_loss, summary.eval_perplexity, summary.tokens_per_second,
                summary.peak_rss_bytes / 1048576.0);
   if (!summary_path.empty()) {
-    std::ofstream out(summary_path);
-    out << json.dump(2) << "\n";
-    if (!out) {
-      spdlog::error("{}: cannot write the summary", summary_path);
+    try {
+      relora::write_text_file(summary_path, json.dump(2) + "\n");
+    } catch (const std::exception& e) {
+      spdlog::error("cannot write the summary: {}", e.what());
       return 1;
     }
   }

@@ -23,7 +23,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -41,6 +40,7 @@
 #include "bench/bench_support.h"
 #include "common/job_spec.h"
 #include "common/model_presets.h"
+#include "common/text_file.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "worker/train/runtime.h"
 #include "worker/train/trainer.h"
@@ -226,11 +226,7 @@ int main(int argc, char** argv) {
                 mfu_nominal, mfu_measured, peak_tflops, gib(mem.peak_allocated), gib(mem.peak_reserved),
                 losses.empty() ? 0.0 : losses.back());
     std::fflush(stdout);
-    if (!json_out.empty()) {
-      std::ofstream f(json_out);
-      f << out.dump(2) << "\n";
-      if (!f) throw std::runtime_error("cannot write " + json_out);
-    }
+    if (!json_out.empty()) relora::write_text_file(json_out, out.dump(2) + "\n");
   } catch (const std::exception& e) {
     std::cerr << "gpu_bench: " << e.what() << "\n";
     rc = 1;

@@ -16,6 +16,7 @@
 #include <zlib.h>
 
 #include "common/failpoint.h"
+#include "common/text_file.h"
 
 namespace fs = std::filesystem;
 
@@ -62,13 +63,6 @@ FileDigest digest_file(const std::string& path) {
   }
   d.crc = static_cast<uint32_t>(crc);
   return d;
-}
-
-void write_text_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::trunc);
-  out << text;
-  out.flush();
-  if (!out) throw std::runtime_error(path + ": write failed: " + std::strerror(errno));
 }
 
 bool is_step_dir(const fs::path& p) {
