@@ -9,14 +9,20 @@
 
 namespace relora::testing {
 
-// ../shared/data beside the checkout (or $RELORA_SHARED_DATA). Tests that need it call
-// require_shared_data() and skip with a clear message when it is absent (a fresh clone has none).
+// ../shared/data beside the checkout (or $RELORA_SHARED_DATA). Only tests that truly need real text
+// or the T5 tokenizer read it; they call RELORA_REQUIRE_SHARED_DATA(file) and are reported as
+// skipped where the folder is absent (a fresh clone has none). Where the folder exists, a missing
+// or unreadable file is a failure, not a skip: CI has the data, and a test must not pass there by
+// not running.
 inline std::string shared_data_dir() {
   if (const char* env = std::getenv("RELORA_SHARED_DATA")) return env;
   return RELORA_SHARED_DATA_DIR;
 }
 inline std::string shared_data(const std::string& rel) { return shared_data_dir() + "/" + rel; }
-inline bool has_shared_data() { return std::filesystem::exists(shared_data("t5-spiece/spiece.model")); }
+inline bool has_shared_data() { return std::filesystem::is_directory(shared_data_dir()); }
+inline bool shared_file_readable(const std::string& rel) {
+  return std::filesystem::is_regular_file(shared_data(rel)) && ::access(shared_data(rel).c_str(), R_OK) == 0;
+}
 inline std::string source_path(const std::string& rel) { return std::string(RELORA_SOURCE_DIR) + "/" + rel; }
 inline std::string binary_path(const std::string& rel) { return std::string(RELORA_BINARY_DIR) + "/" + rel; }
 
@@ -39,8 +45,11 @@ class TempDir {
 
 }  // namespace relora::testing
 
-#define RELORA_REQUIRE_SHARED_DATA()                                                    \
-  do {                                                                                  \
-    if (!::relora::testing::has_shared_data())                                          \
-      GTEST_SKIP() << "needs ../shared/data (set RELORA_SHARED_DATA): not in a fresh clone"; \
+#define RELORA_REQUIRE_SHARED_DATA(rel)                                                         \
+  do {                                                                                          \
+    if (!::relora::testing::has_shared_data())                                                  \
+      GTEST_SKIP() << "needs ../shared/data (set RELORA_SHARED_DATA): not in a fresh clone";     \
+    if (!::relora::testing::shared_file_readable(rel))                                          \
+      FAIL() << ::relora::testing::shared_data(rel) << ": missing or unreadable, though "        \
+             << ::relora::testing::shared_data_dir() << " exists";                               \
   } while (0)

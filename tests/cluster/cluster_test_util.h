@@ -1,18 +1,23 @@
 // Helpers for the cluster tests: a whole world of ranks as threads in one process, and a tiny job
-// on real text (Tiny Shakespeare from ../shared/data) that trains in about a second.
+// on synthetic text the test writes itself (tests/synthetic_text.h) that trains in about a second.
 #pragma once
 
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "common/job_spec.h"
+#include "tests/synthetic_text.h"
 #include "tests/test_paths.h"
+#include "worker/cluster/gradient_sync.h"
 #include "worker/cluster/host_info.h"
 #include "worker/cluster/process_group.h"
+#include "worker/train/model_state.h"
+#include "worker/train/trainer.h"
 
 namespace relora::cluster::testing {
 
@@ -63,7 +68,7 @@ inline relora::v1::JobSpec tiny_spec(const TinyJob& job) {
 name: tiny
 model: {hidden_size: 64, num_layers: 2, num_heads: 2, intermediate_size: 128, vocab_size: 512}
 data:
-  train: [")" + relora::testing::shared_data("tinyshakespeare/input.txt") + R"("]
+  train: [")" + relora::testing::synthetic_text_file() + R"("]
   tokenizer_vocab_size: 512
   seq_len: 32
   cache_dir: ")" + relora::testing::binary_path("test-cache") + R"("
@@ -83,5 +88,40 @@ checkpoint: {dir: ")" + job.ckpt_dir + R"(", every_steps: )" + std::to_string(jo
 // and 10, job end at 14.
 inline const char* kReloraNoDropout =
     "{mode: relora, rank: 8, alpha: 16, dropout: 0.0, warm_start_steps: 2, cycle_steps: 4, restart_warmup_steps: 1}";
+
+// One rank's outcome of run_two_ranks.
+struct RankResult {
+  train::TrainSummary summary;
+  std::string checksum;
+  int64_t moment_elements = 0;  // elements of exp_avg this rank holds
+  int64_t parameter_elements = 0;
+};
+
+// Runs `spec` on 2 ranks; `configure` adjusts each rank's options.
+inline std::vector<RankResult> run_two_ranks(const relora::v1::JobSpec& spec,
+                                             const std::function<void(train::TrainerOptions&)>& configure = {}) {
+  std::vector<RankResult> results(2);
+  const int port = cluster::find_free_port();
+  run_ranks(2, [&](int rank) {
+    DataParallelGroup group(loopback_group(port, rank, 2));
+    BucketedGradientSync sync(group);
+    train::TrainerOptions opts;
+    opts.export_model = false;
+    opts.rank = rank;
+    opts.world = 2;
+    opts.sync = &sync;
+    if (configure) configure(opts);
+    std::unique_ptr<train::Trainer> trainer;
+    group.run_rank0_first("prepare", [&] { trainer = std::make_unique<train::Trainer>(spec, opts); },
+                          std::chrono::seconds(60));
+    results[rank].summary = trainer->run();
+    results[rank].checksum = train::parameter_checksum(trainer->model());
+    for (const auto& e : trainer->optimizer().entries()) {
+      results[rank].parameter_elements += e.param.numel();
+      if (e.exp_avg.defined()) results[rank].moment_elements += e.exp_avg.numel();
+    }
+  });
+  return results;
+}
 
 }  // namespace relora::cluster::testing

@@ -91,7 +91,6 @@ auto finished_by(const std::string& job, size_t ranks) {
 }
 
 TEST(ClusterWorker, RunsJobsInProtocolOrderAndReturnsToIdle) {
-  RELORA_REQUIRE_SHARED_DATA();
   FakeCoordinator coord;
   RunningWorker worker(coord.address());
   ASSERT_TRUE(coord.wait_connected(worker.id(), 10s));
@@ -156,7 +155,6 @@ TEST(ClusterWorker, RunsJobsInProtocolOrderAndReturnsToIdle) {
 }
 
 TEST(ClusterWorker, CancelAndFailuresEndTheJobNotTheWorker) {
-  RELORA_REQUIRE_SHARED_DATA();
   FakeCoordinator coord;
   RunningWorker worker(coord.address());
   ASSERT_TRUE(coord.wait_connected(worker.id(), 10s));
@@ -204,7 +202,6 @@ TEST(ClusterWorker, CancelAndFailuresEndTheJobNotTheWorker) {
 }
 
 TEST(ClusterWorker, TwoWorkersTrainOneJobInLockstep) {
-  RELORA_REQUIRE_SHARED_DATA();
   FakeCoordinator coord;
   RunningWorker w0(coord.address()), w1(coord.address());
   ASSERT_TRUE(coord.wait_connected(w0.id(), 10s));

@@ -10,56 +10,19 @@
 #include <torch/torch.h>
 
 #include "tests/cluster/cluster_test_util.h"
-#include "worker/cluster/gradient_sync.h"
-#include "worker/train/model_state.h"
-#include "worker/train/trainer.h"
 
 namespace relora::cluster {
 namespace {
 
 using relora::testing::TempDir;
 using testing::loopback_group;
-using testing::run_ranks;
+using testing::run_two_ranks;
 using testing::tiny_spec;
 
 // Random resets draw from the shared seed: the sharded ranks must draw the same elements.
 constexpr const char* kReloraRandomReset =
     "{mode: relora, rank: 8, alpha: 16, dropout: 0.0, warm_start_steps: 2, cycle_steps: 4, restart_warmup_steps: 1, "
     "optimizer_reset: random, prune_ratio: 0.9}";
-
-struct RankResult {
-  train::TrainSummary summary;
-  std::string checksum;
-  int64_t moment_elements = 0;  // elements of exp_avg this rank holds
-  int64_t parameter_elements = 0;
-};
-
-// Runs `spec` on 2 ranks; `configure` adjusts each rank's options.
-std::vector<RankResult> run_two_ranks(const relora::v1::JobSpec& spec,
-                                      const std::function<void(train::TrainerOptions&)>& configure = {}) {
-  std::vector<RankResult> results(2);
-  const int port = find_free_port();
-  run_ranks(2, [&](int rank) {
-    DataParallelGroup group(loopback_group(port, rank, 2));
-    BucketedGradientSync sync(group);
-    train::TrainerOptions opts;
-    opts.export_model = false;
-    opts.rank = rank;
-    opts.world = 2;
-    opts.sync = &sync;
-    if (configure) configure(opts);
-    std::unique_ptr<train::Trainer> trainer;
-    group.run_rank0_first("prepare", [&] { trainer = std::make_unique<train::Trainer>(spec, opts); },
-                          std::chrono::seconds(60));
-    results[rank].summary = trainer->run();
-    results[rank].checksum = train::parameter_checksum(trainer->model());
-    for (const auto& e : trainer->optimizer().entries()) {
-      results[rank].parameter_elements += e.param.numel();
-      if (e.exp_avg.defined()) results[rank].moment_elements += e.exp_avg.numel();
-    }
-  });
-  return results;
-}
 
 relora::v1::JobSpec sharded(relora::v1::JobSpec spec) {
   spec.mutable_cluster()->set_workers(2);
@@ -79,7 +42,6 @@ void expect_same_losses(const train::TrainSummary& a, const train::TrainSummary&
 }
 
 TEST(ClusterShardedOptimizer, MatchesUnshardedAndHoldsHalfTheMomentsPerRank) {
-  RELORA_REQUIRE_SHARED_DATA();
   TempDir plain_dir, sharded_dir;
   const auto plain = run_two_ranks(tiny_spec({kReloraRandomReset, 14, 1, 5, plain_dir.path()}));
   const auto shard = run_two_ranks(sharded(tiny_spec({kReloraRandomReset, 14, 1, 5, sharded_dir.path()})));
@@ -98,7 +60,6 @@ TEST(ClusterShardedOptimizer, MatchesUnshardedAndHoldsHalfTheMomentsPerRank) {
 }
 
 TEST(ClusterShardedOptimizer, StopAtACheckpointAndResumeMatchesAnUninterruptedRun) {
-  RELORA_REQUIRE_SHARED_DATA();
   TempDir straight_dir, resumed_dir;
   const auto straight = run_two_ranks(sharded(tiny_spec({kReloraRandomReset, 14, 1, 5, straight_dir.path()})));
   const auto spec = sharded(tiny_spec({kReloraRandomReset, 14, 1, 5, resumed_dir.path()}));

@@ -45,7 +45,7 @@ std::string error_of(const std::function<void()>& f) {
 }
 
 TEST(DataDocuments, C4SampleHasItsThousandDocuments) {
-  RELORA_REQUIRE_SHARED_DATA();
+  RELORA_REQUIRE_SHARED_DATA("c4-sample/c4-train.00000-of-01024.first1000.json");
   const auto documents =
       documents_of(relora::testing::shared_data("c4-sample/c4-train.00000-of-01024.first1000.json"));
   ASSERT_EQ(documents.size(), 1000u);

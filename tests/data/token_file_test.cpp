@@ -105,7 +105,7 @@ TEST(DataTokenFile, TruncatedOrForeignFilesAreRejected) {
 }
 
 TEST(DataTokenFile, TokenizeToCacheEndsEveryDocumentWithEos) {
-  RELORA_REQUIRE_SHARED_DATA();
+  RELORA_REQUIRE_SHARED_DATA("t5-spiece/spiece.model");
   const Tokenizer t5 = Tokenizer::load(shared_data("t5-spiece/spiece.model"));
   TempDir dir;
   std::ofstream(dir.file("stories.txt")) << "One story.\n<|endoftext|>\nTwo stories.\n";
@@ -149,7 +149,8 @@ TEST(DataTokenFile, TokenizeToCacheEndsEveryDocumentWithEos) {
 }
 
 TEST(DataTokenFile, TokenizesTinyStoriesWithOneEosPerDocument) {
-  RELORA_REQUIRE_SHARED_DATA();
+  RELORA_REQUIRE_SHARED_DATA("tinystories/tinystories_train_first2MiB.txt");
+  RELORA_REQUIRE_SHARED_DATA("t5-spiece/spiece.model");
   const Tokenizer t5 = Tokenizer::load(shared_data("t5-spiece/spiece.model"));
   const std::string input = shared_data("tinystories/tinystories_train_first2MiB.txt");
   size_t documents = 0;

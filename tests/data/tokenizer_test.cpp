@@ -25,7 +25,7 @@ std::string error_of(const std::function<void()>& f) {
 }
 
 TEST(DataTokenizer, T5GivesThePapersIds) {
-  RELORA_REQUIRE_SHARED_DATA();
+  RELORA_REQUIRE_SHARED_DATA("t5-spiece/spiece.model");
   const Tokenizer t5 = Tokenizer::load(shared_data("t5-spiece/spiece.model"));
   const std::string text = "Hello world, this is a test.";
   EXPECT_EQ(t5.encode(text), (std::vector<int>{8774, 296, 6, 48, 19, 3, 9, 794, 5}));
@@ -52,7 +52,7 @@ TEST(DataTokenizer, LoadErrorsNameThePath) {
 }
 
 TEST(DataTokenizer, TrainsOnceOnShakespeareThenReusesTheCache) {
-  RELORA_REQUIRE_SHARED_DATA();
+  RELORA_REQUIRE_SHARED_DATA("tinyshakespeare/input.txt");
   TempDir cache;
   const std::vector<std::string> inputs = {shared_data("tinyshakespeare/input.txt")};
 

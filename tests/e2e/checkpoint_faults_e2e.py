@@ -12,10 +12,11 @@ import glob
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import unittest
 
-from cluster_e2e import TEXT, WORKER, assert_curves_match, job_yaml, losses
+from cluster_e2e import WORKER, assert_curves_match, job_yaml, losses, main
 
 STEPS = 44  # warm start 4, then 8 cycles of 5
 
@@ -27,7 +28,6 @@ def run_worker(job, env_extra=None):
                           timeout=300, env=env)
 
 
-@unittest.skipUnless(os.path.exists(TEXT), "needs ../shared/data (tinyshakespeare)")
 class CheckpointFaults(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="relora-ckpt-faults-")
@@ -84,4 +84,4 @@ class CheckpointFaults(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    sys.exit(main(__name__))

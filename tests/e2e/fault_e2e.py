@@ -13,11 +13,12 @@
 import json
 import os
 import signal
+import sys
 import tempfile
 import time
 import unittest
 
-from cluster_e2e import TEXT, Cluster, assert_curves_match, job_yaml, losses
+from cluster_e2e import TEXT, Cluster, assert_curves_match, job_yaml, losses, main
 
 STEPS = 64  # warm start 4 + 12 cycles of 5
 CHECKPOINT_EVERY = 10
@@ -28,7 +29,6 @@ def steps_logged(ckpt_dir):
         return [json.loads(line)["step"] for line in f]
 
 
-@unittest.skipUnless(os.path.exists(TEXT), "needs ../shared/data (tinyshakespeare)")
 class WorkerFaults(unittest.TestCase):
     def setUp(self):
         # RELORA_KEEP_TEST_DIRS=1 keeps the logs, checkpoints and state for a look afterwards.
@@ -195,7 +195,9 @@ class WorkerFaults(unittest.TestCase):
         os.makedirs(runs)
         cluster = Cluster(self.root, workers=1, worker_args=("--data-root", data, "--checkpoint-root", runs))
         try:
-            job, _ = self.write_job("outside", workers=1, grad_accum=1)  # reads TEXT, outside `data`
+            # The job reads TEXT (in the build tree), which must stay outside `data`.
+            self.assertNotEqual(os.path.commonpath([data, os.path.abspath(TEXT)]), data)
+            job, _ = self.write_job("outside", workers=1, grad_accum=1)
             job_id = cluster.cli_json("submit", job)["job_id"]
             watch = cluster.cli("watch", job_id, check=False)
             self.assertEqual(watch.returncode, 1, watch.stdout[-3000:] + watch.stderr)
@@ -225,4 +227,4 @@ class WorkerFaults(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    sys.exit(main(__name__))

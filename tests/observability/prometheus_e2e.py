@@ -9,9 +9,10 @@ Covers the Observability issue's acceptance:
     query of every dashboard panel, template variable and annotation in dashboards/*.json returns
     at least one series through its HTTP API while the job runs.
 
-Standard library only. Environment: RELORA_BUILD_DIR (the build tree), RELORA_SHARED_DATA_DIR
-(../shared/data; RELORA_SHARED_DATA overrides), RELORA_PROMETHEUS (the prometheus binary; default
-`prometheus` on PATH). Exits 77 (ctest: skipped) when the shared text is not there.
+The training text is the e2e tests' synthetic text (tests/e2e/synthetic_text.py), so the test
+runs in every clone. Standard library only. Environment: RELORA_BUILD_DIR (the build tree),
+RELORA_PROMETHEUS (the prometheus binary; default `prometheus` on PATH). Exits 77 (ctest: skipped)
+when every test was skipped.
 """
 import json
 import math
@@ -31,11 +32,13 @@ from prom_support import (read_contract, http_get, scrape, free_port_block, tail
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.abspath(os.path.join(HERE, "../.."))
+sys.path.insert(0, os.path.join(SOURCE, "tests/e2e"))  # one copy of the text generator
+from synthetic_text import ensure_text  # noqa: E402
+
 BUILD = os.environ.get("RELORA_BUILD_DIR", os.path.join(SOURCE, "build"))
-SHARED = os.environ.get("RELORA_SHARED_DATA") or os.environ.get("RELORA_SHARED_DATA_DIR", "")
 PROMETHEUS = os.environ.get("RELORA_PROMETHEUS") or shutil.which("prometheus") or "/usr/bin/prometheus"
 RELORA = os.path.join(BUILD, "client/relora")
-TEXT = os.path.join(SHARED, "tinyshakespeare/input.txt")
+TEXT = ensure_text(os.path.join(BUILD, "test-cache/e2e-synthetic.txt"))  # the e2e tests' file
 DOCS = os.path.join(SOURCE, "docs/observability.md")
 ALERTS = os.path.join(SOURCE, "deploy/prometheus/alerts.yml")
 DASHBOARDS = [os.path.join(SOURCE, "dashboards", f)
@@ -83,7 +86,6 @@ cluster: {{workers: 2}}
 
 
 # --------------------------------------------------------------------------- the test
-@unittest.skipUnless(os.path.exists(TEXT), "needs ../shared/data (tinyshakespeare)")
 class PrometheusEndToEnd(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="relora-obs-e2e-")
