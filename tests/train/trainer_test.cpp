@@ -1,4 +1,4 @@
-// End-to-end checks of the trainer on real text (Tiny Shakespeare) with a tiny model: exact resume,
+// End-to-end checks of the trainer on synthetic text (tests/synthetic_text.h) with a tiny model: exact resume,
 // cycle counting, the phase switch of a warm start, export, and warm start from a checkpoint.
 #include "worker/train/trainer.h"
 
@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "common/job_spec.h"
+#include "tests/synthetic_text.h"
 #include "tests/test_paths.h"
 #include "worker/train/safetensors.h"
 
@@ -25,7 +26,7 @@ relora::v1::JobSpec tiny_spec(const std::string& ckpt_dir, const std::string& re
 name: tiny
 model: {hidden_size: 64, num_layers: 2, num_heads: 2, intermediate_size: 128, vocab_size: 512}
 data:
-  train: [")" + relora::testing::shared_data("tinyshakespeare/input.txt") + R"("]
+  train: [")" + relora::testing::synthetic_text_file() + R"("]
   tokenizer_vocab_size: 512
   seq_len: 32
   cache_dir: ")" + relora::testing::binary_path("test-cache") + R"("
@@ -50,7 +51,6 @@ std::vector<torch::Tensor> parameters_of(Trainer& t) {
 }
 
 TEST(TrainTrainer, ResumeReproducesUninterruptedLossesExactly) {
-  RELORA_REQUIRE_SHARED_DATA();
   TempDir a_dir, b_dir;
   TrainerOptions opts;
   opts.export_model = false;
@@ -85,7 +85,6 @@ TEST(TrainTrainer, ResumeReproducesUninterruptedLossesExactly) {
 }
 
 TEST(TrainTrainer, MergesAndResetsEqualCycleBoundariesAndLossFalls) {
-  RELORA_REQUIRE_SHARED_DATA();
   TempDir dir;
   auto spec = tiny_spec(dir.path(),
                         "{mode: relora, rank: 8, alpha: 16, dropout: 0.0, warm_start_steps: 10, cycle_steps: 10, "
@@ -119,7 +118,6 @@ TEST(TrainTrainer, MergesAndResetsEqualCycleBoundariesAndLossFalls) {
 }
 
 TEST(TrainTrainer, WarmStartFromAFullRankCheckpoint) {
-  RELORA_REQUIRE_SHARED_DATA();
   TempDir full_dir, relora_dir;
   TrainerOptions opts;
   opts.export_model = false;
@@ -138,7 +136,6 @@ TEST(TrainTrainer, WarmStartFromAFullRankCheckpoint) {
 }
 
 TEST(TrainTrainer, LowRankCheckpointIsRefusedAsWarmStart) {
-  RELORA_REQUIRE_SHARED_DATA();
   TempDir lora_dir, dir;
   TrainerOptions opts;
   opts.export_model = false;
@@ -151,6 +148,62 @@ TEST(TrainTrainer, LowRankCheckpointIsRefusedAsWarmStart) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find(lora_dir.path()), std::string::npos) << e.what();
   }
+}
+
+
+// The coordinator's command decides the re-warm: a controller that answers like the local plan
+// but withholds `rewarm` leaves the cosine running through the merges, while the plan's own
+// commands restart the warm-up (lr 0 at the first step after each merge, then a ramp).
+class WithholdRewarm : public CycleController {
+ public:
+  explicit WithholdRewarm(const relora::v1::JobSpec& spec) : plan_(spec) {}
+  CycleCommand at_boundary(const Boundary& boundary) override {
+    CycleCommand cmd = plan_.at_boundary(boundary);
+    cmd.rewarm = false;
+    return cmd;
+  }
+
+ private:
+  LocalCycleController plan_;
+};
+
+TEST(TrainTrainer, RewarmFollowsTheCommandNotTheWorkersOwnPlan) {
+  TempDir planned_dir, withheld_dir;
+  const char* relora =
+      "{mode: relora, rank: 8, alpha: 16, dropout: 0.0, warm_start_steps: 2, cycle_steps: 5, restart_warmup_steps: 3}";
+  const auto spec = tiny_spec(planned_dir.path(), relora, /*steps=*/17, /*ckpt_every=*/0);
+  auto lrs_of = [](const relora::v1::JobSpec& job, CycleController* controller) {
+    std::vector<double> lrs;
+    TrainerOptions opts;
+    opts.export_model = false;
+    opts.controller = controller;
+    opts.on_step = [&](const StepReport& r) { lrs.push_back(r.lr); };
+    Trainer(job, opts).run();
+    return lrs;
+  };
+  const auto planned = lrs_of(spec, nullptr);
+  const auto withheld_spec = tiny_spec(withheld_dir.path(), relora, 17, 0);
+  WithholdRewarm withhold(withheld_spec);
+  const auto withheld = lrs_of(withheld_spec, &withhold);
+  ASSERT_EQ(planned.size(), 17u);
+  ASSERT_EQ(withheld.size(), 17u);
+  // Without restarts the low-rank phase (steps 2..16) is the plain cosine of the same schedule.
+  auto no_restarts = spec;
+  no_restarts.mutable_relora()->set_restart_warmup_steps(0);
+  const JobSchedule cosine(no_restarts);
+  // Merges at steps 7 and 12 (low-rank start at 2, cycles of 5); re-warms over 3 steps after each.
+  for (int64_t step = 0; step < 17; ++step) {
+    const bool rewarming = (step >= 7 && step < 10) || (step >= 12 && step < 15);
+    EXPECT_DOUBLE_EQ(withheld[step], cosine.lr(step)) << "step " << step;
+    if (rewarming) {
+      EXPECT_LT(planned[step], withheld[step]) << "step " << step;
+      EXPECT_DOUBLE_EQ(planned[step], JobSchedule(spec).lr(step)) << "step " << step;
+    } else {
+      EXPECT_DOUBLE_EQ(planned[step], withheld[step]) << "step " << step;
+    }
+  }
+  EXPECT_EQ(planned[7], 0.0);  // the first step after a merge restarts from zero
+  EXPECT_EQ(planned[12], 0.0);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <torch/version.h>
 #include <torch/utils.h>
 
+#include "worker/model/fused_cpu_ops.h"
 #include "worker/model/torch_compat.h"
 
 namespace relora::model {
@@ -93,7 +94,7 @@ torch::Tensor ReloraLinearImpl::forward(const torch::Tensor& x) {
   if (!lora_enabled()) return torch::linear(x, weight);  // [..., out]
 #if TORCH_VERSION_MAJOR < 2
   const bool drop_now = dropout_ > 0.0 && is_training();
-  if (!drop_now && x.device().is_cpu() && !weight.requires_grad() && x.scalar_type() == weight.scalar_type() &&
+  if (!drop_now && cpu_fast_paths() && x.device().is_cpu() && !weight.requires_grad() && x.scalar_type() == weight.scalar_type() &&
       lora_A.scalar_type() == weight.scalar_type() && lora_B.scalar_type() == weight.scalar_type()) {
     auto out_sizes = x.sizes().vec();
     out_sizes.back() = out_features_;
@@ -110,12 +111,24 @@ torch::Tensor ReloraLinearImpl::forward(const torch::Tensor& x) {
   auto y = torch::linear(x2, weight);        // [N, out]; linear's backward never reads y: safe to add in place
   // Dropout applies to the branch's input only; skip the copy when it would be the identity.
   const bool drop = dropout_ > 0.0 && is_training();
-  const auto& xd = drop ? torch::dropout(x2, dropout_, /*train=*/true) : x2;  // [N, in]
+  const auto& xd = drop ? apply_dropout(x2) : x2;  // [N, in]
   auto xa = torch::linear(xd, lora_A).mul_(scale_);                        // [N, r]
   // Under autocast y and xa are bf16 while B is the fp32 master: in-place ops are not autocast.
   const auto& b = lora_B.scalar_type() == y.scalar_type() ? lora_B : lora_B.to(y.scalar_type());
   y.addmm_(xa, b.t());  // y += s (x A^T) B^T
   return y.view(out_sizes);  // [..., out]
+}
+
+// Inverted dropout as ATen's dropout computes it (a Bernoulli(1 - p) mask scaled by 1 / (1 - p)),
+// drawn from this layer's generator when it has one.
+torch::Tensor ReloraLinearImpl::apply_dropout(const torch::Tensor& x) const {
+  if (!dropout_gen_) return torch::dropout(x, dropout_, /*train=*/true);
+  torch::Tensor keep;
+  {
+    torch::NoGradGuard no_grad;
+    keep = torch::empty_like(x).bernoulli_(1.0 - dropout_, *dropout_gen_).div_(1.0 - dropout_);
+  }
+  return x * keep;
 }
 
 void ReloraLinearImpl::enable_lora(const LoraOptions& options, uint64_t seed) {

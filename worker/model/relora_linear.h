@@ -10,6 +10,9 @@
 // The layer knows nothing of ranks, optimizers or schedules.
 #pragma once
 
+#include <optional>
+
+#include <ATen/core/Generator.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
@@ -42,6 +45,12 @@ class ReloraLinearImpl : public torch::nn::Cloneable<ReloraLinearImpl> {
   // W + s * B A: what an exported full-rank model holds.
   torch::Tensor merged_weight() const;
 
+  // The generator that the branch's dropout masks are drawn from (on the layer's device). Without
+  // one, dropout draws from LibTorch's global generator; the trainer gives every layer of a rank
+  // its own rank's generator, so that ranks running as threads of one process do not share a
+  // stream and a checkpoint can save and restore each rank's exactly.
+  void set_dropout_generator(std::optional<at::Generator> gen) { dropout_gen_ = std::move(gen); }
+
   int64_t in_features() const { return in_features_; }
   int64_t out_features() const { return out_features_; }
   double scale() const { return scale_; }
@@ -52,10 +61,12 @@ class ReloraLinearImpl : public torch::nn::Cloneable<ReloraLinearImpl> {
 
  private:
   void draw_lora_A(uint64_t seed);
+  torch::Tensor apply_dropout(const torch::Tensor& x) const;
   int64_t in_features_;
   int64_t out_features_;
   double scale_ = 0.0;
   double dropout_ = 0.0;
+  std::optional<at::Generator> dropout_gen_;
 };
 TORCH_MODULE(ReloraLinear);
 

@@ -5,11 +5,17 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <stdexcept>
 
+#include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/core/Generator.h>
 #include <torch/types.h>
 #include <torch/version.h>
+#ifdef RELORA_WITH_CUDA
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#endif
 
 namespace relora::model::compat {
 
@@ -18,6 +24,44 @@ namespace relora::model::compat {
 inline at::Generator make_cpu_generator(uint64_t seed) {
   return at::detail::createCPUGenerator(seed);
 }
+
+// A private generator for random draws on `device` (dropout masks), seeded with `seed`. CUDA
+// tensors need a CUDA (Philox) generator; the CPU one is make_cpu_generator's. Its state
+// (get_state / set_state, a uint8 tensor on the host) is what a checkpoint keeps.
+inline at::Generator make_device_generator(const c10::Device& device, uint64_t seed) {
+#ifdef RELORA_WITH_CUDA
+  if (device.is_cuda()) {
+    auto gen = at::cuda::detail::createCUDAGenerator(device.index());
+    gen.set_current_seed(seed);
+    return gen;
+  }
+#endif
+  if (!device.is_cpu()) throw std::invalid_argument("no random generator for device " + device.str());
+  return make_cpu_generator(seed);
+}
+
+// Switches bf16 autocast on or off for CPU or CUDA tensors. The switches were renamed in LibTorch
+// 2.x (set_autocast_enabled / set_autocast_dtype taking a device type).
+inline void set_bf16_autocast(bool cuda, bool enabled) {
+#if TORCH_VERSION_MAJOR >= 2
+  const auto type = cuda ? at::kCUDA : at::kCPU;
+  if (enabled) at::autocast::set_autocast_dtype(type, at::kBFloat16);
+  at::autocast::set_autocast_enabled(type, enabled);
+#else
+  if (cuda) {
+    if (enabled) at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(enabled);
+  } else {
+    if (enabled) at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::set_cpu_enabled(enabled);
+  }
+#endif
+  if (!enabled) at::autocast::clear_cache();
+}
+
+// Singular values of a matrix, descending. ATen's function, present in 1.13 and 2.x: LibTorch
+// 2.11's wheel does not put torch/linalg.h (torch::linalg::svdvals) on its include path.
+inline torch::Tensor singular_values(const torch::Tensor& m) { return at::linalg_svdvals(m); }
 
 // Causal scaled dot-product attention.
 // q, k, v [B, H, T, D] -> [B, H, T, D]; scores scaled by 1/sqrt(D), position t attends to <= t.

@@ -15,18 +15,19 @@ double cosine_decay(const CosineSchedule& s, double x) {
 
 }  // namespace
 
-double lr_multiplier(const CosineSchedule& s, int64_t t) {
+double lr_multiplier_from_restart(const CosineSchedule& s, int64_t t, int64_t restart) {
   if (t < s.warmup_steps) return static_cast<double>(t) / static_cast<double>(s.warmup_steps);
-  if (s.cycle_steps > 0 && s.restart_warmup_steps > 0 && t >= s.cycle_steps) {
-    const int64_t r = t % s.cycle_steps;
-    const int64_t n = t / s.cycle_steps;
-    if (r < s.restart_warmup_steps) {
-      // Re-warm towards the value the cosine reaches at the end of this restart's warm-up.
-      const double target = cosine_decay(s, static_cast<double>(n * s.cycle_steps + s.restart_warmup_steps));
-      return static_cast<double>(r) / static_cast<double>(s.restart_warmup_steps) * target;
-    }
+  if (restart >= 0 && s.restart_warmup_steps > 0 && t >= restart && t - restart < s.restart_warmup_steps) {
+    // Re-warm towards the value the cosine reaches at the end of this restart's warm-up.
+    const double target = cosine_decay(s, static_cast<double>(restart + s.restart_warmup_steps));
+    return static_cast<double>(t - restart) / static_cast<double>(s.restart_warmup_steps) * target;
   }
   return cosine_decay(s, static_cast<double>(t));
+}
+
+double lr_multiplier(const CosineSchedule& s, int64_t t) {
+  const bool restarts = s.cycle_steps > 0 && s.restart_warmup_steps > 0 && t >= s.cycle_steps;
+  return lr_multiplier_from_restart(s, t, restarts ? t / s.cycle_steps * s.cycle_steps : -1);
 }
 
 JobSchedule::JobSchedule(const relora::v1::JobSpec& spec) {
@@ -52,9 +53,17 @@ JobSchedule::JobSchedule(const relora::v1::JobSpec& spec) {
   }
 }
 
-double JobSchedule::lr(int64_t step) const {
+double JobSchedule::lr(int64_t step, int64_t rewarm_step) const {
   if (!has_low_rank_ || step < low_rank_start_) return full_lr_ * lr_multiplier(full_, step);
-  return low_lr_ * lr_multiplier(low_, step - low_rank_start_);
+  const int64_t restart = rewarm_step >= low_rank_start_ ? rewarm_step - low_rank_start_ : -1;
+  return low_lr_ * lr_multiplier_from_restart(low_, step - low_rank_start_, restart);
+}
+
+int64_t JobSchedule::planned_rewarm_step(int64_t step) const {
+  if (!has_low_rank_ || low_.cycle_steps == 0 || low_.restart_warmup_steps == 0) return -1;
+  const int64_t t = step - low_rank_start_;
+  if (t < low_.cycle_steps) return -1;
+  return low_rank_start_ + t / low_.cycle_steps * low_.cycle_steps;
 }
 
 int64_t JobSchedule::cycle(int64_t step) const {

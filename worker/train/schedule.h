@@ -23,6 +23,12 @@ struct CosineSchedule {
 // With cycle_steps == 0 this is the usual linear warm-up then cosine decay to m.
 double lr_multiplier(const CosineSchedule& s, int64_t t);
 
+// The same multiplier when the last re-warm actually began at step `restart` (-1: none so far).
+// ReLoRA's re-warms are commanded (by the coordinator in a cluster, by the spec's plan in
+// standalone mode): the trainer passes the step of the last boundary whose command said rewarm.
+// With restart = the planned one (n * C for t in [n C, (n+1) C), n >= 1) this equals lr_multiplier.
+double lr_multiplier_from_restart(const CosineSchedule& s, int64_t t, int64_t restart);
+
 // The whole job's schedule, in absolute learning rates. A full-rank warm start (warm_start_steps
 // = Ws) follows the full-rank cosine over the whole job (as if the run were full-rank, cut at Ws,
 // like the paper's warm-start checkpoints) at training.lr; the low-rank phase then gets a schedule
@@ -30,7 +36,13 @@ double lr_multiplier(const CosineSchedule& s, int64_t t);
 class JobSchedule {
  public:
   explicit JobSchedule(const relora::v1::JobSpec& spec);
-  double lr(int64_t step) const;
+  // The learning rate at `step` when the last commanded re-warm began at step `rewarm_step`
+  // (absolute; -1 or a step before the low-rank phase: none in this phase).
+  double lr(int64_t step, int64_t rewarm_step) const;
+  // The planned schedule: every ReLoRA cycle end re-warms (restart_warmup_steps > 0).
+  double lr(int64_t step) const { return lr(step, planned_rewarm_step(step)); }
+  // The step of the last planned re-warm at or before `step` (-1: none).
+  int64_t planned_rewarm_step(int64_t step) const;
   // Index of the ReLoRA cycle that `step` belongs to (0 during the warm start and the first cycle).
   int64_t cycle(int64_t step) const;
   int64_t low_rank_start() const { return low_rank_start_; }

@@ -8,11 +8,11 @@
 #include <numeric>
 #include <stdexcept>
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include "common/job_spec.h"
+#include "worker/model/torch_compat.h"
 #include "worker/train/export.h"
 #include "worker/train/model_state.h"
 #include "worker/train/runtime.h"
@@ -80,8 +80,10 @@ Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
   model_->init_weights(seed);
   model_->to(options_.device);
   model_->train();
-  // Dropout draws from the global generator: distinct per rank, restored exactly on resume.
-  torch::manual_seed(seed + static_cast<uint64_t>(options_.rank));
+  // Dropout draws from this rank's own generator (not the process-wide one: ranks may be threads
+  // of one process), distinct per rank and restored exactly on resume.
+  dropout_gen_ = model::compat::make_device_generator(options_.device, seed + static_cast<uint64_t>(options_.rank));
+  for (auto& [name, linear] : model_->relora_linears()) linear->set_dropout_generator(dropout_gen_);
 
   const auto& tr = spec_.training();
   optimizer_ = std::make_unique<AdamW>(AdamWOptions{tr.adam_beta1(), tr.adam_beta2(), tr.adam_eps(), tr.weight_decay()});
@@ -247,6 +249,9 @@ void Trainer::apply_boundary(const Boundary& boundary) {
     event("low-rank phase starts: rank " + std::to_string(spec_.relora().rank()) + ", " +
           std::to_string(model_->count_trainable_parameters()) + " trainable parameters");
   }
+  // The learning rate re-warms from here only when the command says so (the coordinator decides;
+  // a command without it keeps the cosine going).
+  if (cmd.rewarm) rewarm_step_ = boundary.step;
   if (cmd.merge) {
     model_->merge_and_reinit(cmd.seed);
     ++merges_;
@@ -301,17 +306,15 @@ Trainer::StepResult Trainer::train_step() {
   double loss = loss_sum / static_cast<double>(accum);
   if (options_.sync) {
     grads.push_back(torch::full({1}, loss, torch::TensorOptions(torch::kFloat64).device(options_.device)));
-    int64_t bytes = 0;
-    for (const auto& g : grads) bytes += g.numel() * g.element_size();
     const auto sync_start = Clock::now();
     options_.sync->all_reduce_mean(grads);
-    monitor_->allreduce_done(std::chrono::duration<double>(Clock::now() - sync_start).count(), bytes);
+    monitor_->gradient_sync_done(std::chrono::duration<double>(Clock::now() - sync_start).count());
     loss = grads.back().item<double>();
     grads.pop_back();
   }
   const double max_norm = spec_.training().grad_clip() > 0 ? spec_.training().grad_clip() : 1e30;
   // clip_grad_norm_ folded into the fused AdamW pass (no separate rescaling of the gradients).
-  const double grad_norm = optimizer_->clip_and_step(schedule_.lr(step_), max_norm);
+  const double grad_norm = optimizer_->clip_and_step(schedule_.lr(step_, rewarm_step_), max_norm);
   if (optimizer_->shard_world() > 1) share_owned_parameters();
   optimizer_->zero_grad();
   synchronize_device(options_.device);  // step time must include the queued GPU work
@@ -415,7 +418,7 @@ TrainSummary Trainer::run() {
     const double loss = result.loss;
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     train_seconds += seconds;
-    const double lr = schedule_.lr(step_);
+    const double lr = schedule_.lr(step_, rewarm_step_);
     summary.losses.emplace_back(step_, loss);
     ++step_;
     if (!std::isfinite(loss)) throw std::runtime_error("training loss is not finite at step " + std::to_string(step_));
@@ -431,6 +434,12 @@ TrainSummary Trainer::run() {
     report.cycle = schedule_.cycle(step_ - 1);
     report.merges = merges_;
     report.optimizer_resets = optimizer_resets_;
+    if (options_.device.is_cuda()) {
+      const DeviceMemory memory = device_memory(options_.device);
+      report.device_allocated_bytes = memory.allocated;
+      report.device_reserved_bytes = memory.reserved;
+      report.device_peak_bytes = memory.peak_allocated;
+    }
     report.eta_seconds = train_seconds / static_cast<double>(summary.losses.size()) * static_cast<double>(total - step_);
     if (step_ % log_every == 0 || step_ == total || step_ == 1)
       spdlog::info("step {}/{} | loss {:.4f} | lr {:.2e} | {} tok/s | cycle {} | merges {} | eta {}", step_, total,

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include <ATen/core/Generator.h>
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
@@ -51,6 +52,11 @@ struct StepReport {
   int64_t merges = 0;
   int64_t optimizer_resets = 0;
   double eta_seconds = 0;
+  // The CUDA caching allocator's bytes after the step (-1 on the CPU): allocated, reserved, and
+  // the peak allocated since the process started.
+  int64_t device_allocated_bytes = -1;
+  int64_t device_reserved_bytes = -1;
+  int64_t device_peak_bytes = -1;
 };
 
 struct EvalReport {
@@ -139,6 +145,8 @@ class Trainer {
   StepResult train_step();
   void share_owned_parameters();
   std::vector<std::pair<torch::Tensor, torch::Tensor>> full_optimizer_moments();
+  std::vector<torch::Tensor> dropout_generator_states();
+  void restore_dropout_generator(const Checkpoint& ckpt, int64_t saved_world);
   EvalReport evaluate();
   void save_checkpoint();
   bool resume_from_checkpoint();
@@ -158,11 +166,15 @@ class Trainer {
   CheckpointStore store_;
   data::BatchGeometry geometry_;
   torch::Tensor batch_;  // [micro_batch, seq_len] int64 on the host (pinned for GPUs), reused
+  // This rank's dropout masks: its own stream (seed + rank) on the model's device, saved for every
+  // rank in checkpoints, so that a resume reproduces each rank's masks exactly.
+  at::Generator dropout_gen_;
 
   int64_t step_ = 0;  // optimizer steps completed
   int64_t merges_ = 0;
   int64_t optimizer_resets_ = 0;
   int64_t last_boundary_step_ = -1;  // boundary already applied at this step (resume guard)
+  int64_t rewarm_step_ = -1;         // the last boundary whose command re-warmed the learning rate
   std::string last_checkpoint_;
   std::ofstream metrics_;  // <checkpoint.dir>/metrics.jsonl, rank 0
   TrainMetrics no_metrics_;  // used when options_.metrics is null

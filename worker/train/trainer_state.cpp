@@ -6,10 +6,10 @@
 #include <fstream>
 #include <stdexcept>
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include "common/cycle_plan.h"
 #include "common/job_spec.h"
 #include "worker/train/model_state.h"
 #include "worker/train/runtime.h"
@@ -43,10 +43,47 @@ std::vector<std::pair<torch::Tensor, torch::Tensor>> Trainer::full_optimizer_mom
   return moments;
 }
 
+// Every rank's dropout-generator state, by rank. A collective like full_optimizer_moments: each
+// rank contributes its own state in its row of a zero table and one all-reduce sum fills the table
+// (the bytes travel as float64, exact for 0..255).
+std::vector<torch::Tensor> Trainer::dropout_generator_states() {
+  torch::Tensor mine;
+  {
+    std::lock_guard<std::mutex> lock(dropout_gen_.mutex());
+    mine = dropout_gen_.get_state();  // uint8 [n] on the host
+  }
+  if (!options_.sync || options_.world <= 1) return {mine};
+  auto table = torch::zeros({options_.world, mine.numel()}, torch::TensorOptions(torch::kFloat64).device(options_.device));
+  table[options_.rank].copy_(mine.to(torch::kFloat64));
+  std::vector<torch::Tensor> shared = {table};
+  options_.sync->all_reduce_sum(shared);
+  const auto host = shared[0].cpu().to(torch::kUInt8);
+  std::vector<torch::Tensor> states;
+  for (int r = 0; r < options_.world; ++r) states.push_back(host[r].clone());
+  return states;
+}
+
+// This rank's dropout stream from the checkpoint. After an elastic restart on another world size
+// the ranks' streams cannot continue (rank r's data slice changed as well): each is reseeded from
+// (seed, rank, step), which is deterministic but not the uninterrupted run's masks.
+void Trainer::restore_dropout_generator(const Checkpoint& ckpt, int64_t saved_world) {
+  auto it = ckpt.state.tensors.find("rng/dropout/rank" + std::to_string(options_.rank));
+  std::lock_guard<std::mutex> lock(dropout_gen_.mutex());
+  if (it != ckpt.state.tensors.end() && saved_world == options_.world) {
+    dropout_gen_.set_state(it->second.to(torch::kCPU, torch::kUInt8).contiguous());
+    return;
+  }
+  const uint64_t seed = spec_.training().seed() + static_cast<uint64_t>(options_.rank);
+  dropout_gen_.set_current_seed(boundary_seed(seed, ckpt.step));
+  spdlog::info("rank {}: dropout generator reseeded at step {} (checkpoint saved by {} rank(s), now {})",
+               options_.rank, ckpt.step, saved_world, options_.world);
+}
+
 void Trainer::save_checkpoint() {
   if (!options_.save_checkpoints) return;
-  // Before the rank test: gathering sharded moments takes every rank.
+  // Before the rank test: gathering sharded moments and every rank's generator takes every rank.
   const auto moments = full_optimizer_moments();
+  const auto generators = dropout_generator_states();
   if (options_.rank != 0) return;  // ranks hold identical state
   const auto t0 = Clock::now();
   NamedTensors tensors;
@@ -57,11 +94,7 @@ void Trainer::save_checkpoint() {
     tensors.emplace_back("optim/" + e.name + "/exp_avg_sq", moments[i].second);
     tensors.emplace_back("optim/" + e.name + "/step", torch::tensor({e.step}, torch::kInt64));
   }
-  {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    tensors.emplace_back("rng/cpu", gen.get_state());
-  }
+  for (size_t r = 0; r < generators.size(); ++r) tensors.emplace_back("rng/dropout/rank" + std::to_string(r), generators[r]);
   if (spectrum_reference_.defined()) tensors.emplace_back("ref/spectrum_layer", spectrum_reference_);
   for (const auto& [name, w] : low_rank_start_weights_) tensors.emplace_back("ref/low_rank_start/" + name, w);
   nlohmann::json meta = {{"step", step_},
@@ -69,6 +102,7 @@ void Trainer::save_checkpoint() {
                          {"optimizer_resets", optimizer_resets_},
                          {"low_rank", model_->lora_enabled()},
                          {"last_boundary_step", last_boundary_step_},
+                         {"rewarm_step", rewarm_step_},
                          {"next_sample", step_ * geometry_.global_batch()},
                          {"world", options_.world},
                          {"tokenizer_model", data_->tokenizer_path()},
@@ -139,12 +173,6 @@ bool Trainer::resume_from_checkpoint() {
     auto it = ckpt->state.tensors.find("ref/low_rank_start/" + name);
     if (it != ckpt->state.tensors.end()) low_rank_start_weights_[name] = it->second.to(torch::kCPU, torch::kFloat);
   }
-  auto rng = ckpt->state.tensors.find("rng/cpu");
-  if (rng != ckpt->state.tensors.end()) {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(rng->second);
-  }
   step_ = ckpt->step;
   // The data order continues where it stopped only under the global batch the checkpoint was
   // saved with. An elastic restart on fewer ranks keeps it (common/elastic.h); anything else would
@@ -164,9 +192,12 @@ bool Trainer::resume_from_checkpoint() {
                              std::to_string(step_) + ", but this run's global batch puts that step at sample " +
                              std::to_string(next_sample) +
                              " (micro_batch_size * grad_accum_steps * workers changed since the checkpoint)");
+  restore_dropout_generator(*ckpt, meta_int("world", 1));
   merges_ = meta_int("merges", 0);
   optimizer_resets_ = meta_int("optimizer_resets", 0);
   last_boundary_step_ = meta_int("last_boundary_step", -1);
+  // Checkpoints from before commanded re-warms were saved under the planned schedule.
+  rewarm_step_ = meta_int("rewarm_step", schedule_.planned_rewarm_step(step_));
   last_checkpoint_ = ckpt->path;
   if (options_.rank == 0) truncate_metrics_after(step_);
   event("resumed from " + ckpt->path + " on " + std::to_string(options_.world) + " rank(s), at sample " +
