@@ -286,7 +286,6 @@ def main():
         "warmup_steps": warm, "timed_steps": len(timed), "step_seconds": step_seconds,
         "step_seconds_median": med, "step_cpu_seconds": step_cpu, "tokens_per_step": tok_step, "tokens_per_second": tok_s,
         "total_parameters": n_total, "trainable_parameters": n_train,
-        "grad_bytes_per_step": n_train * 4,
         "model_flops_per_token": model_f, "executed_flops_per_token": exec_f,
         "executed_flops_per_second": exec_f * tok_s, "peak_rss_bytes": rss,
         "first_loss": losses[0], "final_loss": losses[-1],

@@ -8,6 +8,12 @@
 // bench/run.py aggregates (see docs/benchmarks.md for the definitions).
 //
 // Run one configuration per process: peak RSS (VmHWM) is per process.
+//
+// With --world N the same job trains on N data-parallel ranks, threads of this process joined by a
+// Gloo group on loopback, as the cluster worker runs them (optionally with
+// cluster.shard_optimizer): what that run reports is the collective traffic per optimizer step,
+// counted by kind where the process group hands tensors to c10d (rank 0's; every rank sends the
+// same). Its speed and memory figures cover all ranks sharing this machine's cores.
 #include <dlfcn.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -20,6 +26,7 @@
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -30,10 +37,14 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include "common/crash_handler.h"
 #include "bench/bench_support.h"
 #include "common/job_spec.h"
 #include "common/model_presets.h"
 #include "common/text_file.h"
+#include "worker/cluster/gradient_sync.h"
+#include "worker/cluster/host_info.h"
+#include "worker/cluster/process_group.h"
 #include "worker/train/runtime.h"
 #include "worker/train/trainer.h"
 
@@ -94,16 +105,70 @@ double process_cpu_seconds() {
   return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
+// Trains `spec` on `world` ranks (threads, Gloo on loopback); `options` is rank 0's (its on_step
+// reports), and the other ranks get the same without callbacks. After every step of rank 0,
+// `traffic_per_step` gets the payload bytes its process group sent during that step, by kind.
+relora::train::TrainSummary train_ranks(const relora::v1::JobSpec& spec, const relora::train::TrainerOptions& options,
+                                        int world, std::vector<std::vector<int64_t>>& traffic_per_step) {
+  namespace cluster = relora::cluster;
+  const int port = cluster::find_free_port();
+  std::vector<relora::train::TrainSummary> summaries(static_cast<size_t>(world));
+  std::vector<std::string> errors(static_cast<size_t>(world));
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < world; ++rank) {
+    threads.emplace_back([&, rank] {
+      try {
+        cluster::GroupOptions g;
+        g.store_host = g.local_host = "127.0.0.1";
+        g.store_port = port;
+        g.rank = rank;
+        g.world = world;
+        cluster::DataParallelGroup group(g);
+        cluster::BucketedGradientSync sync(group);
+        relora::train::TrainerOptions o = options;
+        o.rank = rank;
+        o.world = world;
+        o.sync = &sync;
+        if (rank == 0) {
+          std::vector<int64_t> before(cluster::kCollectiveKinds, 0);
+          o.on_step = [&, before](const relora::train::StepReport& r) mutable {
+            std::vector<int64_t> step(cluster::kCollectiveKinds);
+            for (int k = 0; k < cluster::kCollectiveKinds; ++k) {
+              step[k] = group.traffic().bytes[k] - before[k];
+              before[k] = group.traffic().bytes[k];
+            }
+            traffic_per_step.push_back(step);
+            if (options.on_step) options.on_step(r);
+          };
+        } else {
+          o.on_step = nullptr;
+        }
+        std::unique_ptr<relora::train::Trainer> trainer;
+        group.run_rank0_first("prepare", [&] { trainer = std::make_unique<relora::train::Trainer>(spec, o); },
+                              std::chrono::minutes(10));
+        summaries[rank] = trainer->run();
+      } catch (const std::exception& e) {
+        errors[rank] = "rank " + std::to_string(rank) + ": " + e.what();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& e : errors)
+    if (!e.empty()) throw std::runtime_error(e);
+  return summaries[0];
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  relora::install_crash_handler("relora-bench");
   CLI::App app{"relora-bench: throughput and memory of one training configuration"};
   std::string config = "micro", mode = "relora", dtype = "fp32", json_out, preset;
   BenchShape over{};  // 0 / -1: take the named configuration's value
   over.rank = over.seq = over.micro_batch = over.warmup_steps = over.steps = -1;
   int threads = 1, blas = 0;
-  bool peak_only = false, no_peak = false;
+  bool peak_only = false, no_peak = false, shard_optimizer = false;
+  int world = 1;
   std::string profile_out;
   app.add_option("--config", config, "quick, micro, 60m, 1b3-l8 (1.3B layer shape, 8 layers) or 1b3");
   app.add_option("--preset", preset, "a model preset (nano, micro, 60m, ..., 1b3) instead of --config");
@@ -121,6 +186,9 @@ int main(int argc, char** argv) {
   app.add_option("--seq", over.seq);
   app.add_option("--threads", threads, "LibTorch intra-op threads");
   app.add_option("--blas-threads", blas, "OpenBLAS threads (0: leave as OPENBLAS_NUM_THREADS says)");
+  app.add_option("--world", world, "data-parallel ranks (threads on loopback Gloo): measures collective traffic")
+      ->check(CLI::Range(1, 16));
+  app.add_flag("--shard-optimizer", shard_optimizer, "with --world > 1: cluster.shard_optimizer (ZeRO-1)");
   app.add_option("--json", json_out, "write the figures here");
   app.add_flag("--peak-only", peak_only, "only measure the matrix-product peaks");
   app.add_flag("--no-peak", no_peak, "skip the matrix-product peak measurement");
@@ -198,7 +266,7 @@ int main(int argc, char** argv) {
   const std::string dir = tmp;
   int rc = 0;
   try {
-    const int64_t blocks = std::max<int64_t>(32, int64_t{s.micro_batch} * (s.warmup_steps + s.steps) + 8);
+    const int64_t blocks = std::max<int64_t>(32, int64_t{s.micro_batch} * world * (s.warmup_steps + s.steps) + 8);
     const std::string tok = dir + "/train.tok";
     relora::bench::write_random_tokens(tok, static_cast<uint32_t>(s.vocab), static_cast<size_t>(blocks * s.seq));
     const relora::ModelShape shape{s.hidden, s.layers, s.heads, s.intermediate, s.vocab};
@@ -206,6 +274,10 @@ int main(int argc, char** argv) {
         relora::bench::synthetic_job_yaml("bench-" + config + "-" + mode + "-" + dtype, shape, s.seq, s.micro_batch,
                                           s.rank, mode, dtype, s.warmup_steps + s.steps, tok, dir + "/run"),
         "bench");
+    if (world > 1) {
+      spec.mutable_cluster()->set_workers(world);
+      spec.mutable_cluster()->set_shard_optimizer(shard_optimizer);
+    }
     relora::resolve_job_spec(spec);
     relora::validate_job_spec(spec);
 
@@ -231,17 +303,25 @@ int main(int argc, char** argv) {
                    static_cast<long long>(r.total_steps), r.step_seconds, r.loss);
     };
     const auto t0 = Clock::now();
-    relora::train::Trainer trainer(spec, options);
-    cpu_mark = process_cpu_seconds();
-    const double setup_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    auto summary = trainer.run();
+    double setup_seconds = 0;
+    std::vector<std::vector<int64_t>> traffic;  // bytes by collective kind, per step (world > 1)
+    relora::train::TrainSummary summary;
+    if (world > 1) {
+      cpu_mark = process_cpu_seconds();
+      summary = train_ranks(spec, options, world, traffic);
+    } else {
+      relora::train::Trainer trainer(spec, options);
+      cpu_mark = process_cpu_seconds();
+      setup_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      summary = trainer.run();
+    }
     profile.reset();
     const int64_t rss = relora::train::peak_rss_bytes();  // VmHWM, before the peak measurement allocates anything
 
     std::vector<double> timed(step_seconds.begin() + std::min<size_t>(s.warmup_steps, step_seconds.size()),
                               step_seconds.end());
     const double step_median = relora::bench::median(timed);
-    const double tokens_per_step = double(s.micro_batch) * s.seq;
+    const double tokens_per_step = double(s.micro_batch) * s.seq * world;
     const auto f = relora::bench::flops_per_token(shape, s.seq, s.rank, low_rank);
     const double tok_s = step_median > 0 ? tokens_per_step / step_median : 0;
 
@@ -261,8 +341,25 @@ int main(int argc, char** argv) {
     out["setup_seconds"] = setup_seconds;
     out["total_parameters"] = summary.total_parameters;
     out["trainable_parameters"] = summary.trainable_parameters;
-    // Data parallelism all-reduces exactly the trainable parameters' fp32 gradients once per step.
-    out["grad_bytes_per_step"] = summary.trainable_parameters * 4;
+    out["world"] = world;
+    out["shard_optimizer"] = world > 1 && shard_optimizer;
+    if (world > 1) {
+      // Measured: what rank 0's process group sent per timed step, by kind (steady state: the
+      // timed steps hold no boundary, evaluation or checkpoint).
+      json by_kind = json::object();
+      int64_t total = 0;
+      for (int k = 0; k < relora::cluster::kCollectiveKinds; ++k) {
+        std::vector<double> per_step;
+        for (size_t i = std::min<size_t>(s.warmup_steps, traffic.size()); i < traffic.size(); ++i)
+          per_step.push_back(static_cast<double>(traffic[i][k]));
+        const auto bytes = static_cast<int64_t>(relora::bench::median(per_step));
+        by_kind[relora::cluster::collective_kind_name(static_cast<relora::cluster::CollectiveKind>(k))] = bytes;
+        total += bytes;
+      }
+      out["collective_bytes_per_step"] = by_kind;
+      out["collective_bytes_per_step_total"] = total;
+      out["collective_bytes_each_step"] = traffic;
+    }
     out["model_flops_per_token"] = f.model;
     out["executed_flops_per_token"] = f.executed;
     out["executed_flops_per_second"] = f.executed * tok_s;
@@ -280,8 +377,12 @@ int main(int argc, char** argv) {
                 config.c_str(), mode.c_str(), dtype.c_str(), at::get_num_threads(), blas_now, tok_s, step_median,
                 timed.size(), f.executed * tok_s / 1e9);
     if (out.contains("utilisation")) std::printf(" (%.0f%% of peak)", 100 * out["utilisation"].get<double>());
-    std::printf(", peak RSS %.0f MiB, %lld trainable, %.1f MB grads/step\n", rss / 1048576.0,
-                static_cast<long long>(summary.trainable_parameters), summary.trainable_parameters * 4 / 1e6);
+    std::printf(", peak RSS %.0f MiB, %lld trainable", rss / 1048576.0,
+                static_cast<long long>(summary.trainable_parameters));
+    if (world > 1)
+      std::printf(", world %d%s: %.2f MB collective payload per step", world, shard_optimizer ? " (ZeRO-1)" : "",
+                  out["collective_bytes_per_step_total"].get<double>() / 1e6);
+    std::printf("\n");
     if (!json_out.empty()) relora::write_text_file(json_out, out.dump(2) + "\n");
   } catch (const std::exception& e) {
     std::cerr << "relora-bench: " << e.what() << "\n";

@@ -86,9 +86,12 @@ class Runner:
         self.base_env.pop("OMP_WAIT_POLICY", None)
         self.base_env.pop("OMP_NUM_THREADS", None)
 
-    def run(self, impl, config, mode, dtype, setting, extra=(), label=None):
+    def run(self, impl, config, mode, dtype, setting, extra=(), label=None, world=1, shard=False):
         ts = THREAD_SETTINGS[setting]
         name = label or f"{impl}-{config}-{mode}-{dtype}-t{setting}"
+        if world > 1:
+            name += f"-w{world}-{'zero1' if shard else 'ddp'}"
+            extra = list(extra) + ["--world", str(world), "--no-peak"] + (["--shard-optimizer"] if shard else [])
         out_json = os.path.join(self.raw, name + ".json")
         if os.path.exists(out_json):
             os.remove(out_json)
@@ -102,7 +105,8 @@ class Runner:
         print(f"[{now()}] {name}: {' '.join(cmd)}", flush=True)
         t0 = time.time()
         record = {"name": name, "impl": impl, "config": config, "mode": mode, "dtype": dtype,
-                  "thread_setting": setting, "env": ts["env"], "command": " ".join(cmd)}
+                  "thread_setting": setting, "env": ts["env"], "command": " ".join(cmd), "world": world,
+                  "optimizer": ("zero1" if shard else "ddp") if world > 1 else None}
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=self.args.timeout)
             record["wall_seconds"] = round(time.time() - t0, 1)
@@ -155,10 +159,29 @@ def ok(record):
 
 
 def best(runs, impl, config, mode, dtype, settings=SPEED_SETTINGS, key="tokens_per_second"):
-    """The run with the highest `key` among the thread settings tried."""
+    """The single-process run with the highest `key` among the thread settings tried."""
     cands = [r for r in runs if ok(r) and r["impl"] == impl and r["config"] == config and r["mode"] == mode
-             and r["dtype"] == dtype and r["thread_setting"] in settings and key in r["result"]]
+             and r["dtype"] == dtype and r["thread_setting"] in settings and key in r["result"]
+             and r.get("world", 1) == 1]
     return max(cands, key=lambda r: r["result"][key]) if cands else None
+
+
+def traffic(runs, config, mode, optimizer):
+    """The measured collective traffic run (world 2) of a configuration, or None."""
+    for r in runs:
+        if ok(r) and r.get("world", 1) > 1 and r["config"] == config and r["mode"] == mode \
+                and r.get("optimizer") == optimizer:
+            return r
+    return None
+
+
+def traffic_runs(r, configs, steps):
+    """Collective traffic, measured: each configuration on 2 ranks (threads on loopback Gloo), plain
+    data parallelism and ZeRO-1 (cluster.shard_optimizer), fp32, thread setting 1."""
+    for config in configs:
+        for mode in ("full", "relora"):
+            for shard in (False, True):
+                r.run("ours", config, mode, "fp32", "1", steps(config), world=2, shard=shard)
 
 
 def verdict(value, target, higher_is_better):
@@ -178,10 +201,15 @@ def main():
     ap.add_argument("--rounds", type=int, default=1, help="repetitions of the fp32 micro/60m matrix")
     ap.add_argument("--reaggregate", metavar="RESULTS_JSON",
                     help="run nothing: recompute figures, targets and markdown from an earlier results.json")
+    ap.add_argument("--add-traffic", action="store_true",
+                    help="with --reaggregate and --bench-bin: (re)measure only the collective traffic runs "
+                         "(2 ranks; byte counts do not depend on machine load) and add them to that run")
     args = ap.parse_args()
     args.out = os.path.abspath(args.out)
     if not args.bench_bin and not args.reaggregate:
         ap.error("--bench-bin is required")
+    if args.add_traffic and not (args.reaggregate and args.bench_bin):
+        ap.error("--add-traffic needs --reaggregate RESULTS_JSON and --bench-bin")
 
     eager = (not args.no_eager and not args.reaggregate and
              subprocess.run([args.python, "-c", "import torch"], capture_output=True).returncode == 0)
@@ -190,11 +218,12 @@ def main():
 
     r = Runner(args)
     machine_start = machine_info()
+    traffic_measured = None  # when the traffic runs were measured apart from the rest (--add-traffic)
     if args.reaggregate:
         # Recompute the figures, targets and markdown from an earlier run's results.json.
         with open(args.reaggregate) as f:
             old = json.load(f)
-        r.runs = old["runs"]
+        r.runs = [x for x in old["runs"] if not (args.add_traffic and x.get("world", 1) > 1)]
         for x in r.runs:
             if ok(x):
                 derive(x["result"])
@@ -205,6 +234,14 @@ def main():
         machine_start = old["machine"]
         acceptance = ({"ratio_config": "quick", "shape_config": "quick", "big": None} if args.quick else
                       {"ratio_config": "1b3-l8", "shape_config": "1b3-l8", "big": "1b3"})
+        if args.add_traffic:
+            traffic_started = now()
+            traffic_runs(r, ["quick"] if args.quick else ["micro", "1b3-l8"],
+                         lambda config: ["--warmup-steps", "1", "--steps", "2"])
+            traffic_measured = {"started": traffic_started, "finished": now(),
+                                "commit": machine_info().get("commit"), "load_average_end": load_average()}
+        else:
+            traffic_measured = old.get("traffic_measured")
     else:
         started, load_start = now(), load_average()
         peaks = r.peaks("start")
@@ -218,6 +255,7 @@ def main():
                         r.run("eager", "quick", mode, "fp32", setting, steps + ["--no-peak"])
             for mode in ("full", "relora"):
                 r.run("ours", "quick", mode, "bf16", "1", steps)
+            traffic_runs(r, ["quick"], lambda config: steps)
             acceptance = {"ratio_config": "quick", "shape_config": "quick", "big": None}
         else:
             def steps(config):
@@ -251,6 +289,9 @@ def main():
                 for setting in THREAD_SETTINGS:
                     r.run("ours", "1b3-l8", mode, "fp32", setting, steps("1b3-l8"))
                 r.run("ours", "1b3-l8", mode, "bf16", "2", steps("1b3-l8"))
+            # Collective traffic on 2 ranks, measured in the process group: micro and the 1.3B layer
+            # shape (one warm-up step and one timed step suffice: every step sends the same).
+            traffic_runs(r, ["micro", "1b3-l8"], lambda config: ["--warmup-steps", "1", "--steps", "2"])
             # The 1b3 preset (the paper's 1.3B) in relora mode: does it train here?
             b = best(r.runs, "ours", "1b3-l8", "relora", "fp32")
             r.run("ours", "1b3", "relora", "fp32", b["thread_setting"] if b else "1", steps("1b3"))
@@ -327,8 +368,9 @@ def main():
           if ok(f1) and peak["fp32"] else None)
     targets.append({"id": "3", "what": "  same, fastest timed step", "value": u1, "target": ">= 0.5",
                     "verdict": verdict(u1, 0.5, True)})
-    g = ratio(res(rel, "grad_bytes_per_step"), res(full, "grad_bytes_per_step"))
-    targets.append({"id": "4", "what": f"ReLoRA / full-rank gradient bytes all-reduced per step at {shape}",
+    g = ratio(res(traffic(r.runs, shape, "relora", "ddp"), "collective_bytes_per_step_total"),
+              res(traffic(r.runs, shape, "full", "ddp"), "collective_bytes_per_step_total"))
+    targets.append({"id": "4", "what": f"ReLoRA / full-rank collective bytes per step at {shape}, 2 ranks (measured)",
                     "value": g, "target": "<= 0.25", "verdict": verdict(g, 0.25, False)})
 
     big = None
@@ -358,6 +400,8 @@ def main():
                "load_average_end": load_end, "machine": machine_start, "quick": args.quick,
                "thread_settings": THREAD_SETTINGS, "openblas_threads": r.base_env["OPENBLAS_NUM_THREADS"],
                "peaks": peaks, "peak_used": peak, "targets": targets, "big_model": big, "runs": r.runs}
+    if traffic_measured:
+        summary["traffic_measured"] = traffic_measured
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(summary, f, indent=2)
         f.write("\n")
@@ -391,25 +435,51 @@ def markdown(s):
     L.append("tokens/s from the median timed step; in brackets from the fastest timed step. Utilisation = "
              "executed FLOP/s (median) / the fp32 or bf16 peak above.\n")
     L.append("| config | mode | dtype | impl | threads | tokens/s | step s (median) | exec GFLOP/s | "
-             "util. | peak RSS MiB | trainable params | grad MB/step |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+             "util. | peak RSS MiB | trainable params |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
     seen = []
     for x in s["runs"]:
+        if x.get("world", 1) > 1:
+            continue
         key = (x["config"], x["mode"], x["dtype"], x["impl"])
         if key in seen:
             continue
         seen.append(key)
         b = best(s["runs"], key[3], key[0], key[1], key[2])
         if b is None:
-            L.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | | failed | | | | | | |")
+            L.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | | failed | | | | | |")
             continue
         y = b["result"]
         L.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {b['thread_setting']} | "
                  f"{y['tokens_per_second']:.0f} ({y.get('tokens_per_second_best_step', 0):.0f}) | "
                  f"{y['step_seconds_median']:.3f} | "
                  f"{y['executed_flops_per_second'] / 1e9:.1f} | {100 * y.get('utilisation_vs_run_peak', 0):.0f}% | "
-                 f"{y['peak_rss_bytes'] / 2**20:.0f} | {y['trainable_parameters'] / 1e6:.2f}M | "
-                 f"{y['grad_bytes_per_step'] / 1e6:.1f} |")
+                 f"{y['peak_rss_bytes'] / 2**20:.0f} | {y['trainable_parameters'] / 1e6:.2f}M |")
+    wide = [x for x in s["runs"] if x.get("world", 1) > 1]
+    if wide:
+        L.append("\n## Collective traffic per optimizer step (2 ranks, measured)\n")
+        t = s.get("traffic_measured")
+        if t:
+            L.append(f"Measured {t['started']} to {t['finished']}, commit {t.get('commit', '?')}, apart from the "
+                     f"speed runs above (`run.py --reaggregate ... --add-traffic`): byte counts do not depend on "
+                     f"machine load.\n")
+        L.append("Payload bytes rank 0 handed to each kind of collective per timed step, counted in the process "
+                 "group (`relora-bench --world 2`); ZeRO-1 = `cluster.shard_optimizer`. The formula column is "
+                 "4 B x trainable parameters (the fp32 gradients) for comparison.\n")
+        L.append("| config | mode | optimizer | trainable params | all_reduce MB/step | total MB/step | "
+                 "4 x trainable MB | total / DDP |")
+        L.append("|---|---|---|---|---|---|---|---|")
+        for x in wide:
+            if not ok(x):
+                L.append(f"| {x['config']} | {x['mode']} | {x.get('optimizer')} | failed | | | | |")
+                continue
+            y = x["result"]
+            ddp = traffic(s["runs"], x["config"], x["mode"], "ddp")
+            rel = y["collective_bytes_per_step_total"] / ddp["result"]["collective_bytes_per_step_total"] if ddp else None
+            L.append(f"| {x['config']} | {x['mode']} | {x['optimizer']} | {y['trainable_parameters'] / 1e6:.2f}M | "
+                     f"{y['collective_bytes_per_step'].get('all_reduce', 0) / 1e6:.2f} | "
+                     f"{y['collective_bytes_per_step_total'] / 1e6:.2f} | {4 * y['trainable_parameters'] / 1e6:.2f} | "
+                     f"{fmt(rel)} |")
     one_core = [x for x in s["runs"] if ok(x) and x["thread_setting"] == "1c"]
     if one_core:
         L.append("\n## One core (thread setting 1c): the work itself, robust to machine load\n")

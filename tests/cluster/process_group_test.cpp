@@ -50,6 +50,32 @@ TEST(ClusterGradientSync, MeanOfKnownTensorsIsExact) {
   }
 }
 
+// Traffic is counted where tensors reach the backend: the payload of every collective, by kind,
+// on every rank, and the observer (the worker's Prometheus counter) sees the same bytes.
+TEST(ClusterGradientSync, TrafficIsCountedByKindWhereItIsSent) {
+  const int port = find_free_port();
+  run_ranks(2, [&](int rank) {
+    DataParallelGroup group(loopback_group(port, rank, 2));
+    int64_t observed = 0;
+    group.set_traffic_observer([&](CollectiveKind kind, int64_t bytes) {
+      EXPECT_STREQ(collective_kind_name(kind), "all_reduce");
+      observed += bytes;
+    });
+    BucketedGradientSync sync(group);
+    std::vector<torch::Tensor> t = {torch::ones({3, 4}, torch::kFloat32), torch::ones({5}, torch::kFloat32),
+                                    torch::ones({2}, torch::kFloat64)};
+    sync.all_reduce_mean(t);
+    // One fp32 bucket of 17 floats, one fp64 bucket of 2 doubles and the stop vote.
+    const int64_t mean_bytes = 17 * 4 + 3 * 8;
+    EXPECT_EQ(group.traffic().bytes[0], mean_bytes);
+    EXPECT_EQ(group.traffic().calls[0], 2);
+    sync.all_reduce_sum(t);  // no stop vote
+    EXPECT_EQ(group.traffic().bytes[0], mean_bytes + 17 * 4 + 2 * 8);
+    EXPECT_EQ(group.traffic().total_bytes(), group.traffic().bytes[0]);
+    EXPECT_EQ(observed, group.traffic().total_bytes());
+  });
+}
+
 TEST(ClusterGradientSync, MixedDtypesAcrossSeveralBuckets) {
   const int port = find_free_port();
   run_ranks(2, [&](int rank) {

@@ -190,6 +190,11 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
       g.rendezvous_timeout = options_.rendezvous_timeout;
       g.collective_timeout = options_.collective_timeout;
       group = std::make_unique<DataParallelGroup>(g);
+      if (job_metrics) {
+        group->set_traffic_observer([m = job_metrics.get()](CollectiveKind kind, int64_t bytes) {
+          m->collective_sent(collective_kind_name(kind), bytes);
+        });
+      }
       sync = std::make_unique<BucketedGradientSync>(*group, options_.bucket_bytes);
       sync->set_local_stop([&controller] { return controller.stopping(); });
       controller.set_group_stop([s = sync.get()] { return s->stop_agreed(); });
@@ -212,7 +217,11 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
   } catch (const std::exception& e) {
     // A stop at a boundary surfaces as the trainer's "stopped by the controller"; say why.
     error = controller.stopping() ? controller.stop_reason() : error_message(e);
-    if (!controller.stopping()) spdlog::error("job {}: rank {} failed: {}", job, rank, error);
+    if (!controller.stopping()) {
+      spdlog::error("job {}: rank {} failed: {}", job, rank, error);
+      const std::string stack = error_stack(e);
+      if (!stack.empty()) spdlog::debug("job {}: rank {}: C++ stack of the failure:{}", job, rank, stack);
+    }
   }
   {
     // Before JobFinished goes out: the coordinator may answer it with this job again (a restart),

@@ -137,9 +137,32 @@ DataParallelGroup::DataParallelGroup(GroupOptions options)
   }
 }
 
+const char* collective_kind_name(CollectiveKind kind) {
+  switch (kind) {
+    case CollectiveKind::kAllReduce: return "all_reduce";
+  }
+  return "unknown";
+}
+
+int64_t CollectiveTraffic::total_bytes() const {
+  int64_t sum = 0;
+  for (int64_t b : bytes) sum += b;
+  return sum;
+}
+
 DataParallelGroup::~DataParallelGroup() = default;
 
+void DataParallelGroup::count(CollectiveKind kind, const std::vector<at::Tensor>& tensors) {
+  int64_t bytes = 0;
+  for (const auto& t : tensors) bytes += static_cast<int64_t>(t.numel()) * static_cast<int64_t>(t.element_size());
+  const auto k = static_cast<size_t>(kind);
+  traffic_.calls[k] += static_cast<int64_t>(tensors.size());
+  traffic_.bytes[k] += bytes;
+  if (observer_) observer_(kind, bytes);
+}
+
 void DataParallelGroup::all_reduce_sum(std::vector<at::Tensor>& tensors) {
+  count(CollectiveKind::kAllReduce, tensors);
   try {
     impl_->collective->all_reduce_sum(tensors, options_.collective_timeout);
   } catch (const std::exception& e) {

@@ -22,6 +22,21 @@ namespace relora::cluster {
 
 enum class Backend { kGloo, kNccl };
 
+// What this rank handed to the backend's collectives, by kind: counted in the one place every
+// collective passes (DataParallelGroup), so that published traffic figures are measured, not
+// derived from parameter counts. Payload bytes: the tensors' own bytes. What crosses the network
+// depends on the backend's algorithm (a ring all-reduce sends and receives 2 (w - 1) / w of it).
+// Store traffic (rendezvous, all_gather_string) is control, not counted.
+enum class CollectiveKind { kAllReduce };
+inline constexpr int kCollectiveKinds = 1;
+const char* collective_kind_name(CollectiveKind kind);  // "all_reduce" (Prometheus label value)
+
+struct CollectiveTraffic {
+  int64_t calls[kCollectiveKinds] = {};  // collectives launched (one per tensor)
+  int64_t bytes[kCollectiveKinds] = {};  // payload bytes
+  int64_t total_bytes() const;
+};
+
 struct GroupOptions {
   std::string store_host;  // rank 0's host: the assignment's rendezvous_host
   int store_port = 0;      // the assignment's rendezvous_port (rank 0 listens on it)
@@ -58,6 +73,14 @@ class DataParallelGroup {
   // (a peer died, or collective_timeout passed).
   void all_reduce_sum(std::vector<at::Tensor>& tensors);
 
+  // Collective traffic of this rank so far (see CollectiveTraffic).
+  const CollectiveTraffic& traffic() const { return traffic_; }
+  // Called once per collective call with its kind and payload bytes (metrics), on the calling
+  // (training) thread.
+  void set_traffic_observer(std::function<void(CollectiveKind, int64_t bytes)> observer) {
+    observer_ = std::move(observer);
+  }
+
   // Every rank publishes `value` under `key` (unique per use); returns all ranks' values by rank.
   std::vector<std::string> all_gather_string(const std::string& key, const std::string& value,
                                              std::chrono::milliseconds timeout);
@@ -71,8 +94,11 @@ class DataParallelGroup {
 
  private:
   struct Impl;
+  void count(CollectiveKind kind, const std::vector<at::Tensor>& tensors);
   const GroupOptions options_;
   std::unique_ptr<Impl> impl_;
+  CollectiveTraffic traffic_;
+  std::function<void(CollectiveKind, int64_t)> observer_;
 };
 
 }  // namespace relora::cluster

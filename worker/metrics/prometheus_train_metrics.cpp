@@ -75,8 +75,8 @@ struct PrometheusTrainMetrics::Series {
   Gauge& gauge(const std::string& name, const std::string& help, const Labels& extra = {}) {
     return add<Gauge>(prometheus::BuildGauge(), name, help, extra);
   }
-  Counter& counter(const std::string& name, const std::string& help) {
-    return add<Counter>(prometheus::BuildCounter(), name, help);
+  Counter& counter(const std::string& name, const std::string& help, const Labels& extra = {}) {
+    return add<Counter>(prometheus::BuildCounter(), name, help, extra);
   }
   Histogram& histogram(const std::string& name, const std::string& help, Histogram::BucketBoundaries buckets) {
     auto& family = prometheus::BuildHistogram().Name(name).Help(help).Register(registry);
@@ -93,8 +93,9 @@ struct PrometheusTrainMetrics::Series {
         *cycle = nullptr, *trainable = nullptr, *parameters = nullptr, *rss = nullptr, *rss_peak = nullptr,
         *memory_limit = nullptr, *mfu = nullptr;
   Gauge *eval_loss = nullptr, *eval_perplexity = nullptr;  // created at the first evaluation
-  Counter *merges = nullptr, *resets = nullptr, *allreduce_bytes = nullptr, *checkpoints = nullptr,
-          *data_wait = nullptr;
+  Gauge *device_allocated = nullptr, *device_reserved = nullptr, *device_peak = nullptr;  // GPU workers only
+  Counter *merges = nullptr, *resets = nullptr, *checkpoints = nullptr, *data_wait = nullptr;
+  std::map<std::string, Counter*> collective_bytes;  // by kind
   Histogram *allreduce_duration = nullptr, *checkpoint_duration = nullptr;
   std::map<std::string, Gauge*> effective_rank;  // by layer
 };
@@ -124,7 +125,11 @@ PrometheusTrainMetrics::PrometheusTrainMetrics(prometheus::Registry& registry, c
                    "Model FLOPs utilisation (0-1): tokens/s x full-rank FLOPs per token / measured peak.");
   s.allreduce_duration = &s.histogram("relora_worker_allreduce_duration_seconds",
                                       "Wall time of the gradient all-reduce of one step.", exponential(0.0005, 2, 16));
-  s.allreduce_bytes = &s.counter("relora_worker_allreduce_bytes_total", "Bytes all-reduced (gradients).");
+  // Every kind the process group has, from the start (a rate over a series born mid-job misses its first bytes).
+  s.collective_bytes["all_reduce"] =
+      &s.counter("relora_worker_collective_bytes_total",
+                 "Payload bytes this rank handed to collectives, by kind (measured in the process group).",
+                 {{"kind", "all_reduce"}});
   s.checkpoint_duration = &s.histogram("relora_worker_checkpoint_save_duration_seconds",
                                        "Wall time to commit one checkpoint.", exponential(0.05, 2, 14));
   s.checkpoints = &s.counter("relora_worker_checkpoints_total", "Checkpoints committed.");
@@ -161,6 +166,19 @@ void PrometheusTrainMetrics::step_done(const train::StepReport& r, double data_w
   s.rss->Set(static_cast<double>(train::current_rss_bytes()));
   s.rss_peak->Set(static_cast<double>(train::peak_rss_bytes()));
   s.data_wait->Increment(data_wait_seconds);
+  if (r.device_allocated_bytes >= 0) {
+    if (!s.device_allocated) {
+      s.device_allocated = &s.gauge("relora_worker_device_memory_allocated_bytes",
+                                    "GPU memory held by tensors (CUDA caching allocator), after the last step.");
+      s.device_reserved = &s.gauge("relora_worker_device_memory_reserved_bytes",
+                                   "GPU memory the caching allocator reserved from the driver, after the last step.");
+      s.device_peak = &s.gauge("relora_worker_device_memory_peak_bytes",
+                               "Peak GPU memory held by tensors since the worker started.");
+    }
+    s.device_allocated->Set(static_cast<double>(r.device_allocated_bytes));
+    s.device_reserved->Set(static_cast<double>(r.device_reserved_bytes));
+    s.device_peak->Set(static_cast<double>(r.device_peak_bytes));
+  }
   // This rank's own throughput against this rank's own peak (report.tokens_per_second counts
   // every rank).
   if (info_.peak_flops > 0 && r.step_seconds > 0)
@@ -202,9 +220,17 @@ void PrometheusTrainMetrics::update_rank(const std::string& layer, int64_t rank)
   it->second->Set(static_cast<double>(rank));
 }
 
-void PrometheusTrainMetrics::allreduce_done(double seconds, int64_t bytes) {
-  s_->allreduce_duration->Observe(seconds);
-  s_->allreduce_bytes->Increment(static_cast<double>(bytes));
+void PrometheusTrainMetrics::gradient_sync_done(double seconds) { s_->allreduce_duration->Observe(seconds); }
+
+void PrometheusTrainMetrics::collective_sent(const char* kind, int64_t bytes) {
+  auto it = s_->collective_bytes.find(kind);
+  if (it == s_->collective_bytes.end()) {
+    Counter& c = s_->counter("relora_worker_collective_bytes_total",
+                             "Payload bytes this rank handed to collectives, by kind (measured in the process group).",
+                             {{"kind", kind}});
+    it = s_->collective_bytes.emplace(kind, &c).first;
+  }
+  it->second->Increment(static_cast<double>(bytes));
 }
 
 }  // namespace relora::metrics

@@ -26,7 +26,8 @@ class PrometheusTrainMetrics : public train::TrainMetrics {
   void trainable_changed(int64_t trainable_parameters) override;
   void checkpoint_saved(double seconds) override;
   void update_rank(const std::string& layer, int64_t rank) override;
-  void allreduce_done(double seconds, int64_t bytes) override;
+  void gradient_sync_done(double seconds) override;
+  void collective_sent(const char* kind, int64_t bytes) override;
 
  private:
   struct Series;  // the labelled children; defined in the .cpp

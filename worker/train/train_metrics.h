@@ -34,7 +34,11 @@ class TrainMetrics {
   virtual void checkpoint_saved(double /*seconds*/) {}
   // Singular values of (W_now - W_start) above the threshold, for the sampled layer (at merges).
   virtual void update_rank(const std::string& /*layer*/, int64_t /*rank*/) {}
-  virtual void allreduce_done(double /*seconds*/, int64_t /*bytes*/) {}
+  // The gradient all-reduce of one step took `seconds` (data parallelism only).
+  virtual void gradient_sync_done(double /*seconds*/) {}
+  // The process group handed `bytes` of payload to one collective of `kind` ("all_reduce"): gradients,
+  // the sharded optimizer's parameter exchange, checkpoint gathers, evaluation sums.
+  virtual void collective_sent(const char* /*kind*/, int64_t /*bytes*/) {}
 };
 
 }  // namespace relora::train
