@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "common/crash_handler.h"
 #include "client/commands.h"
 #include "client/rpc.h"
 #include "common/job_spec.h"
@@ -37,6 +38,7 @@ struct DurationValidator : CLI::Validator {
 }  // namespace
 
 int main(int argc, char** argv) {
+  relora::install_crash_handler("relora");
   CLI::App app{"relora: submit and follow ReLoRA pretraining jobs"};
   app.require_subcommand(1);
   // Global options are accepted after the subcommand too (`relora list --coordinator X`).

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <string>
 
+#include "common/crash_handler.h"
 #include "coordinator/duration.h"
 #include "coordinator/server.h"
 
@@ -42,6 +43,7 @@ void write_file_atomically(const std::string& path, const std::string& text) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  relora::install_crash_handler("relora-coordinator");
   CLI::App app{"relora-coordinator: schedules ReLoRA pretraining jobs on workers and drives their cycles"};
   relora::coordinator::ServerOptions options;
   std::string port_file;

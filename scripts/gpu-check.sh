@@ -4,17 +4,26 @@
 # scripts/gpu-prepare.sh extracted on the build machine into .gpu-deps (carried along), runs the
 # GPU-labelled tests (ctest -L gpu) and the GPU benchmark (presets 350m and 1b3, seq 512, bf16,
 # full vs relora rank 128), and prints a short table last. Time-boxed to about 8 minutes.
+# A failing phase does not stop the later ones: the build keeps going past a failing target
+# (ninja -k 0) and the tests and benchmark rows whose programs did build still run; each benchmark
+# configuration is its own row. A test or benchmark process that crashes (killed by a signal:
+# SIGSEGV, SIGABRT, ...) is run once more under gdb (.gpu-deps/bin/gdb, from gpu-prepare.sh), and
+# its backtraces go to backtraces.log, the crashing frame to the table.
 #
 # Run from anywhere in the checkout: bash scripts/gpu-check.sh
 # Logs: $OUT when set (the device tool's folder that comes back), else <build>/gpu-check-logs;
-# at most 7 files: gpu-check.log (everything), env.log, configure.log, build.log, ctest.log,
-# bench.log, summary.txt (the table).
+# at most 8 files (the device tool brings back 8, of 16 MiB each at most; larger logs are cut in
+# the middle): gpu-check.log (everything), env.log, configure.log, build.log, ctest.log, bench.log,
+# backtraces.log (only when something crashed), summary.txt (the table).
 #
 # Environment:
 #   RELORA_GPU_CHECK_BUDGET_S  whole-run budget in seconds (default 480); phases get what is left
 #   RELORA_GPU_BUILD_DIR       build folder (default build-gpu, ignored by git)
 #   RELORA_GPU_JOBS            compile jobs (default: nproc)
 #   RELORA_GPU_SKIP_BENCH=1    tests only
+#   RELORA_GPU_BACKTRACE_MAX   crashed processes re-run under gdb, at most (default 4)
+#   RELORA_GPU_BACKTRACE_TIMEOUT_S  each such re-run's timeout (default 150; the budget still rules)
+#   RELORA_GPU_LINE_INFO=1     compile with -g1, so that backtraces name source lines (slower build)
 #   RELORA_GPU_CHECK_DRY_RUN=1 on a CPU machine: the same steps against Debian's LibTorch without
 #                              CUDA (tests skip, a tiny CPU benchmark), to check this script's wiring
 #   CUDA_HOME                  CUDA toolkit (default: /usr/local/cuda, else from nvcc on PATH)
@@ -34,7 +43,17 @@ JOBS=${RELORA_GPU_JOBS:-$(nproc)}
 DEPS=$ROOT/.gpu-deps/root
 DEPS_LIB=$DEPS/usr/lib/x86_64-linux-gnu
 LOGS=${OUT:-$BUILD/gpu-check-logs}
+BT_LOG=$LOGS/backtraces.log
+GDB=$ROOT/.gpu-deps/bin/gdb
+# Where the wrapper unpacks gdb: the build folder, as /tmp may be mounted noexec.
+export RELORA_GDB_DIR=${RELORA_GDB_DIR:-$BUILD/gdb}
+GDB_STATE="not checked"  # empty once gdb has printed a backtrace here; else why there is none
+BT_MAX=${RELORA_GPU_BACKTRACE_MAX:-4}
+BT_TIMEOUT=${RELORA_GPU_BACKTRACE_TIMEOUT_S:-150}
+BT_COUNT=0
 mkdir -p "$LOGS" "$BUILD" || exit 2
+# This run's logs only (phases append to them; a local rerun would otherwise add to the last one's).
+rm -f "$LOGS"/{gpu-check,env,configure,build,ctest,bench,backtraces}.log "$LOGS/summary.txt"
 
 # Everything printed also goes to gpu-check.log; the tee is waited for at the end.
 exec > >(tee "$LOGS/gpu-check.log") 2>&1
@@ -47,6 +66,15 @@ left() { echo $((BUDGET - (SECONDS - START))); }
 lines_of() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
 FAILED=0
 
+# " (SIGSEGV)" for an exit status of 128 + a signal's number, else nothing.
+signal_of() {
+  local name
+  if (($1 > 128 && $1 < 160)) && name=$(kill -l $(($1 - 128)) 2>/dev/null); then echo " (SIG$name)"; fi
+}
+# Whether an exit status says the process crashed: SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE,
+# SIGSEGV or SIGSYS (not SIGKILL: timeout -k and the OOM killer send it; not SIGTERM/SIGINT).
+crashed() { case "$1" in 132 | 133 | 134 | 135 | 136 | 139 | 159) return 0 ;; *) return 1 ;; esac; }
+
 # run_timed LABEL MAX_SECONDS LOG command...: runs with a timeout of min(MAX, time left - RESERVE),
 # appending output to LOG, and prints the log's tail. Sets RT_STATUS (OK, FAIL, TIMEOUT or SKIP),
 # RT_SECS and RT_NOTE; returns the command's exit status (124 when skipped or timed out).
@@ -55,8 +83,9 @@ run_timed() {
   shift 3
   local t
   t=$(($(left) - RESERVE))
-  # The caps fit the GPU machine (16 cores); a dry run on the build machine has only the budget.
-  [ "$DRY" != 1 ] && ((t > max)) && t=$max
+  # The caps fit the GPU machine (16 cores); a dry run on the build machine has only the budget,
+  # unless the caller sets RT_CAP_ALWAYS=1 (gdb re-runs).
+  { [ "$DRY" != 1 ] || [ "${RT_CAP_ALWAYS:-0}" = 1 ]; } && ((t > max)) && t=$max
   if ((t < 15)); then
     RT_STATUS=SKIP RT_SECS=0 RT_NOTE="no time left in the ${BUDGET}s budget"
     echo "== $label: skipped, no time left"
@@ -65,7 +94,7 @@ run_timed() {
   echo "== $label (timeout ${t}s)"
   local t0=$SECONDS rc first
   first=$(($(lines_of "$log") + 1))
-  echo "\$ $*" >>"$log"
+  { printf '$'; printf ' %q' "$@"; echo; } >>"$log"  # quoted: the exact call, to repeat it
   timeout -k 10 "$t" "$@" >>"$log" 2>&1
   rc=$?
   RT_SECS=$((SECONDS - t0))
@@ -76,7 +105,7 @@ run_timed() {
     RT_STATUS=TIMEOUT RT_NOTE="stopped after ${t}s"
     tail -n +"$first" "$log" | tail -n 40
   else
-    RT_STATUS=FAIL RT_NOTE="exit $rc (see $(basename "$log"))"
+    RT_STATUS=FAIL RT_NOTE="exit $rc$(signal_of "$rc") (see $(basename "$log"))"
     tail -n +"$first" "$log" | tail -n 60
   fi
   return "$rc"
@@ -111,11 +140,146 @@ print_table() {
   } | tee "$LOGS/summary.txt"
 }
 
+# The device tool brings back no file over 16 MiB: a larger log keeps its first 4 and last 10 MiB.
+cap_logs() {
+  local f size
+  for f in "$LOGS"/*; do
+    [ -f "$f" ] || continue
+    size=$(stat -c %s "$f" 2>/dev/null) || continue
+    ((size > 15 * 1024 * 1024)) || continue
+    {
+      head -c 4M "$f"
+      printf '\n[... gpu-check.sh cut %s bytes here: the device tool brings back 16 MiB per file ...]\n' \
+        $((size - 14 * 1024 * 1024))
+      tail -c 10M "$f"
+    } >"$f.cut" && mv "$f.cut" "$f"
+  done
+}
+
 finish() {
   print_table
   exec >&- 2>&-
   wait "$TEE_PID" 2>/dev/null
+  cap_logs
   exit "$1"
+}
+
+# ---- backtraces of crashed processes -------------------------------------------------------------
+# gdb (from .gpu-deps, see gpu-prepare.sh) runs the process again; when it stops on the signal:
+# the crashing thread's backtrace, the faulting address and instruction, every thread's innermost
+# 30 frames and the loaded libraries (which copy of a library was bound). Address randomisation
+# stays on (turning it off needs a personality() that containers may forbid).
+# shellcheck disable=SC2016  # $_siginfo and $pc are gdb's
+GDB_ARGS=(-batch -q
+  -iex 'set pagination off' -iex 'set width unlimited' -iex 'set confirm off'
+  -iex 'set print thread-events off' -iex 'set disable-randomization off'
+  -iex 'handle SIGPIPE nostop noprint pass'
+  -ex run
+  -ex 'echo \n==== crashing thread\n' -ex 'bt 60'
+  -ex 'echo \n==== faulting address and instruction\n'
+  -ex 'p $_siginfo._sifields._sigfault.si_addr' -ex 'x/i $pc'
+  -ex 'echo \n==== all threads\n' -ex 'thread apply all bt 30'
+  -ex 'echo \n==== shared libraries\n' -ex 'info sharedlibrary'
+  -ex 'echo \n==== end\n')
+BT_ENV=()  # NAME=VALUE pairs for the next backtrace (a test's ENVIRONMENT property)
+
+# check_gdb: whether gdb runs here and can trace (ptrace may be forbidden in a container), on a
+# shell that kills itself with SIGSEGV. Sets GDB_STATE: empty when it printed a backtrace.
+check_gdb() {
+  local out
+  if [ ! -x "$GDB" ]; then
+    GDB_STATE="no debugger: .gpu-deps/bin/gdb is missing (run scripts/gpu-prepare.sh, carry .gpu-deps)"
+    return
+  fi
+  # shellcheck disable=SC2016  # $$ belongs to the shell under test
+  out=$(timeout -k 5 60 "$GDB" -batch -iex 'set disable-randomization off' -ex run -ex bt \
+    --args /bin/sh -c 'kill -SEGV $$' 2>&1)
+  if grep -q 'received signal SIGSEGV' <<<"$out" && grep -q '^#0 ' <<<"$out"; then
+    GDB_STATE=""
+  else
+    GDB_STATE="gdb does not work here: $({ grep -v '^warning:' <<<"$out" | grep -m 1 -iE 'ptrace|not permitted|cannot|error' ||
+      grep -v -e '^[[:space:]]*$' -e '^\[' <<<"$out" | tail -n 1; } | cut -c1-150)"
+  fi
+  echo "gdb: $(timeout 20 "$GDB" --version 2>/dev/null | head -1); self-test: ${GDB_STATE:-backtrace of a SIGSEGV OK}"
+  if [ -n "$GDB_STATE" ]; then printf '%s\n' "$out" | tail -n 20; fi
+}
+
+# bt_summary FIRST_LINE: one line on the gdb run logged in backtraces.log from FIRST_LINE on: the
+# signal and the crashing frame (the innermost one outside libc, libstdc++ and libgcc, and #0 when
+# that is another), or what happened instead.
+bt_summary() {
+  tail -n +"$1" "$BT_LOG" | awk '
+    function base(path,   n, parts) { n = split(path, parts, "/"); return parts[n] }
+    function frame(l,   num, rest, fn, loc, i) {
+      num = l; sub(/ .*/, "", num)
+      rest = l; sub(/^#[0-9]+ +/, "", rest); sub(/^0x[0-9a-f]+ in /, "", rest)
+      loc = ""
+      if (match(rest, / at [^ ]+$/)) loc = " at " base(substr(rest, RSTART + 4))
+      else if (match(rest, / from [^ ]+$/)) loc = " from " base(substr(rest, RSTART + 6))
+      fn = rest; i = index(fn, " ("); if (i > 1) fn = substr(fn, 1, i - 1)
+      return num " " fn loc
+    }
+    /received signal SIG/ && sig == "" { match($0, /SIG[A-Z0-9]+/); sig = substr($0, RSTART, RLENGTH) }
+    /^==== crashing thread/ { inbt = 1; next }
+    /^==== / { inbt = 0 }
+    # Frames of the C and C++ runtimes, of abort() and of an exception on its way to terminate().
+    function runtime(l,   fn) {
+      if (l ~ /from [^ ]*\/(libc|libstdc\+\+|libgcc_s|libpthread|libm)[.]so/) return 1
+      fn = l; sub(/^#[0-9]+ +/, "", fn); sub(/^0x[0-9a-f]+ in /, "", fn)
+      if (fn ~ /^\?\? \(/ || fn ~ /^<signal handler/) return 1
+      if (fn ~ /^(__pthread_kill|__GI_|raise|abort|__assert|__libc_|__cxa_|__cxxabiv1|std::terminate|__gnu_cxx::__verbose_terminate_handler|_Unwind_|c10::detail::|c10::Error::)/) return 1
+      return l ~ / at \.\.?\/(nptl|sysdeps|stdlib|assert|signal|csu|string|malloc)\//
+    }
+    inbt && /^#[0-9]+ / {
+      if (first == "") first = $0
+      if (pick == "" && !runtime($0)) pick = $0
+    }
+    /exited (normally|with code)/ && exited == "" { exited = $0; sub(/.*\) /, "", exited); sub(/\]$/, "", exited) }
+    (/^ptrace: / || /[Cc]ould not trace/ || /Operation not permitted/) && perr == "" { perr = $0 }
+    END {
+      if (sig != "") {
+        if (first == "") { print sig ", no stack"; exit }
+        if (pick == "") pick = first
+        out = sig " in " frame(pick)
+        if (pick != first) out = out " (" frame(first) ")"
+        print substr(out, 1, 220)
+      } else if (perr != "") print "gdb could not trace it: " substr(perr, 1, 150)
+      else if (exited != "") print "did not crash under gdb (" exited ")"
+      else print "no crash seen under gdb"
+    }'
+}
+
+# backtrace LABEL DIR COMMAND...: re-runs COMMAND (a process that has just crashed) in DIR under
+# gdb, with BT_ENV added to the environment; the transcript goes to backtraces.log, the crashing
+# thread's frames to the console. Sets BT_NOTE (bt_summary's line, or why there is no backtrace)
+# and BT_OK (1 when gdb caught the signal). Takes its time from the budget like a phase.
+backtrace() {
+  local label=$1 dir=$2 first rc
+  shift 2
+  BT_OK=0
+  if [ -n "$GDB_STATE" ]; then
+    BT_NOTE="no backtrace: $GDB_STATE"
+    return
+  fi
+  if ((BT_COUNT >= BT_MAX)); then
+    BT_NOTE="no backtrace: $BT_MAX taken already (RELORA_GPU_BACKTRACE_MAX)"
+    return
+  fi
+  BT_COUNT=$((BT_COUNT + 1))
+  printf '\n######## %s (in %s)\n' "$label" "$dir" >>"$BT_LOG"
+  first=$(lines_of "$BT_LOG")
+  RT_CAP_ALWAYS=1 run_timed "backtrace: $label, under gdb" "$BT_TIMEOUT" "$BT_LOG" \
+    env -C "$dir" "${BT_ENV[@]}" "$GDB" "${GDB_ARGS[@]}" --args "$@" >/dev/null
+  rc=$?
+  if [ "$RT_STATUS" = SKIP ]; then
+    BT_NOTE="no backtrace: $RT_NOTE"
+    return
+  fi
+  BT_NOTE=$(bt_summary "$first")
+  case "$BT_NOTE" in SIG*) BT_OK=1 ;; esac
+  ((rc == 124 || rc == 137)) && BT_NOTE="gdb $RT_NOTE; $BT_NOTE"
+  echo "== backtrace: $label (${RT_SECS}s): $BT_NOTE"
+  tail -n +"$first" "$BT_LOG" | awk '/^==== crashing thread/ { p = 1; next } /^==== / { p = 0 } p && NF' | head -n 25
 }
 
 # A value from a GPU_BENCH key=value line.
@@ -155,6 +319,10 @@ done
 if [ ! -e /usr/lib/x86_64-linux-gnu/libssl.so.3 ] || [ ! -e /usr/lib/x86_64-linux-gnu/libcrypto.so.3 ]; then
   prereq_fail "this machine has no OpenSSL 3 in /usr/lib/x86_64-linux-gnu (libssl.so.3), which gRPC needs"
 fi
+# The debugger for crashed processes: missing or unusable is a note, not a failure.
+check_gdb >>"$ENV_LOG" 2>&1
+grep '^gdb: ' "$ENV_LOG" | tail -n 1
+[ -z "$GDB_STATE" ] || EXTRA_NOTES+=("$GDB_STATE: a crashed process gets no backtrace")
 
 TORCH_VERSION="" TORCH_CUDA="" TORCH_CUDA_AVAILABLE=0 TORCH_CXX11_ABI=1 TORCH_PREFIX="" TORCH_LIB=""
 TORCH_INCLUDE="" NCCL_ROOT="" GPU_NAME=""
@@ -279,6 +447,8 @@ export PKG_CONFIG_PATH="$DEPS_LIB/pkgconfig:$DEPS/usr/share/pkgconfig${PKG_CONFI
 # LibTorch may ship. <cstdint> first: abseil 20220623's headers miss it for GCC 13.
 # (Debian keeps OpenSSL's configuration.h in the multiarch folder, which GCC searches only under /usr.)
 CXX_FLAGS="-I$DEPS/usr/include -I$DEPS/usr/include/x86_64-linux-gnu -include cstdint${NCCL_INC:+ -isystem $NCCL_INC}"
+# Line tables only (-g1): file:line in backtraces for a modest cost in compile time and size.
+[ "${RELORA_GPU_LINE_INFO:-0}" = 1 ] && CXX_FLAGS="$CXX_FLAGS -g1"
 # The linker resolves Debian's libraries' own dependencies there (no LD_LIBRARY_PATH at build time).
 LINK_FLAGS="-Wl,-rpath-link,$DEPS_LIB -Wl,-rpath-link,$TORCH_LIB${NCCL_LIB:+ -Wl,-rpath-link,$NCCL_LIB}"
 PREFIX_PATH="$DEPS/usr;$DEPS_LIB/cmake"
@@ -319,29 +489,129 @@ else
 fi
 
 # ---- 2. build ----------------------------------------------------------------------------------
+# -k 0: a target that fails to compile or link does not stop the others; the tests and benchmark
+# rows whose programs did build still run below.
 TARGETS=(relora-worker relora-coordinator relora gpu_tests gpu_bench)
-run_phase build 420 "$LOGS/build.log" ninja -C "$BUILD" -j "$JOBS" "${TARGETS[@]}" || {
+build_first=$(($(lines_of "$LOGS/build.log") + 1))
+run_phase build 420 "$LOGS/build.log" ninja -C "$BUILD" -j "$JOBS" -k 0 "${TARGETS[@]}"
+BUILD_RC=$?
+# built TARGET: whether TARGET is up to date (after a failed build; ninja -n builds nothing).
+built() { ((BUILD_RC == 0)) || ninja -C "$BUILD" -n "$1" 2>/dev/null | grep -q 'no work to do'; }
+if ((BUILD_RC == 0)); then
+  NOTES[${#NOTES[@]} - 1]="${TARGETS[*]}"
+else
   FAILED=1
-  finish 1
-}
-NOTES[${#NOTES[@]} - 1]="${TARGETS[*]}"
+  not_built=()
+  for t in "${TARGETS[@]}"; do built "$t" || not_built+=("$t"); done
+  build_out=$(tail -n +"$build_first" "$LOGS/build.log")
+  first_error=$({ grep -m 1 -E 'error:|Error at|undefined reference' <<<"$build_out" ||
+    grep -m 1 'FAILED:' <<<"$build_out"; } | sed -E 's#^/[^ :]*/##' | cut -c1-160)
+  NOTES[${#NOTES[@]} - 1]="${NOTES[${#NOTES[@]} - 1]}; not built: ${not_built[*]:-none}${first_error:+; first error: $first_error}"
+fi
 
 # ---- 3. GPU tests ------------------------------------------------------------------------------
 # The built programs load Debian's libraries from .gpu-deps, LibTorch's and NCCL's.
 export LD_LIBRARY_PATH="$DEPS_LIB:$TORCH_LIB${NCCL_LIB:+:$NCCL_LIB}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
-run_phase "tests: ctest -L gpu" 240 "$LOGS/ctest.log" \
-  ctest --test-dir "$BUILD" -L gpu --output-on-failure --timeout 200 -j 1
-TEST_RC=$?
-passed=$(grep -cE 'Test +#[0-9]+: .* +Passed +[0-9.]+ sec' "$LOGS/ctest.log")
-skipped=$(grep -cE 'Test +#[0-9]+: .*Skipped' "$LOGS/ctest.log")
-failed=$(grep -cE 'Test +#[0-9]+: .*(\*\*\*Failed|\*\*\*Timeout|\*\*\*Exception|Not Run)' "$LOGS/ctest.log")
-NOTES[${#NOTES[@]} - 1]="$passed passed, $skipped skipped, $failed failed ${NOTES[${#NOTES[@]} - 1]}"
-if ((TEST_RC != 0)); then
-  FAILED=1
-elif [ "$DRY" != 1 ] && { ((passed == 0)) || ((skipped > 0)); }; then
-  STATUSES[${#STATUSES[@]} - 1]=WARN
-  EXTRA_NOTES+=("GPU tests skipped on the GPU machine: CUDA was not usable from LibTorch (ctest.log)")
+# LibTorch 2.x records a C++ stack with its errors only when asked; the worker logs it at debug
+# level (GpuLocal runs the worker with --log-level debug), so a failing call is named in the logs.
+export TORCH_SHOW_CPP_STACKTRACES=${TORCH_SHOW_CPP_STACKTRACES:-1}
+
+# test_commands NAME...: for each test ctest knows by that name, NUL-separated: the name, its
+# working directory, the count and NAME=VALUE entries of its ENVIRONMENT, the count and words of
+# its command (ctest --show-only=json-v1).
+test_commands() {
+  timeout 90 python3 - "$BUILD" "$@" <<'EOF'
+import json, subprocess, sys
+build, names = sys.argv[1], sys.argv[2:]
+out = subprocess.run(["ctest", "--test-dir", build, "--show-only=json-v1"],
+                     capture_output=True, text=True).stdout
+try:
+    tests = {t["name"]: t for t in json.loads(out).get("tests", [])}
+except ValueError:
+    sys.exit("gpu-check: ctest --show-only=json-v1 gave no test list")
+for name in names:
+    t = tests.get(name)
+    if not t or not t.get("command"):
+        continue
+    props = {p["name"]: p["value"] for p in t.get("properties", [])}
+    env = props.get("ENVIRONMENT") or []
+    rec = [name, props.get("WORKING_DIRECTORY") or build, str(len(env))] + env
+    rec += [str(len(t["command"]))] + t["command"]
+    sys.stdout.write("\0".join(rec) + "\0")
+EOF
+}
+
+TEST_RC=1
+if built gpu_tests; then
+  ctest_first=$(($(lines_of "$LOGS/ctest.log") + 1))
+  run_phase "tests: ctest -L gpu" 240 "$LOGS/ctest.log" \
+    ctest --test-dir "$BUILD" -L gpu --output-on-failure --timeout 200 -j 1
+  TEST_RC=$?
+  ctest_out=$(tail -n +"$ctest_first" "$LOGS/ctest.log")
+  passed=$(grep -cE 'Test +#[0-9]+: .* +Passed +[0-9.]+ sec' <<<"$ctest_out")
+  skipped=$(grep -cE 'Test +#[0-9]+: .*Skipped' <<<"$ctest_out")
+  failed=$(grep -cE 'Test +#[0-9]+: .*(\*\*\*Failed|\*\*\*Timeout|\*\*\*Exception|Not Run)' <<<"$ctest_out")
+  NOTES[${#NOTES[@]} - 1]="$passed passed, $skipped skipped, $failed failed ${NOTES[${#NOTES[@]} - 1]}"
+  if ((TEST_RC != 0)); then
+    FAILED=1
+  elif [ "$DRY" != 1 ] && { ((passed == 0)) || ((skipped > 0)); }; then
+    STATUSES[${#STATUSES[@]} - 1]=WARN
+    EXTRA_NOTES+=("GPU tests skipped on the GPU machine: CUDA was not usable from LibTorch (ctest.log)")
+    FAILED=1
+  fi
+
+  # Crashed test processes, each run again under gdb: tests that ctest reports as "***Exception"
+  # (SegFault, "Subprocess aborted", ...), and gpu_tests itself when it crashed while ctest listed
+  # its tests (gtest_discover_tests runs it with --gtest_list_tests first: "Error running test
+  # executable", "Result: Segmentation fault").
+  bt_t0=$SECONDS bt_crashes=0 bt_ok=0
+  mapfile -t crashed_tests < <(grep -E 'Test +#[0-9]+: [^ ]+ .*\*\*\*Exception' <<<"$ctest_out" |
+    sed -E 's/.*Test +#[0-9]+: ([^ ]+) .*/\1/' | awk '!seen[$0]++')
+  discovery=$(awk -v q="'" '
+    /Error running test executable/ { e = 1; path = ""; next }
+    e && /^ *Path: / { path = $0; sub(/^ *Path: /, "", path); gsub(q, "", path) }
+    e && /^ *Result: / { r = $0; sub(/^ *Result: /, "", r)
+      if (r !~ /timeout/ && (r !~ /^[0-9]+$/ || r + 0 >= 128)) print path; e = 0 }' <<<"$ctest_out" | head -n 1)
+  if [ -n "$discovery" ] && [ -x "$discovery" ]; then
+    bt_crashes=$((bt_crashes + 1))
+    BT_ENV=()
+    backtrace "test listing: $(basename "$discovery") --gtest_list_tests" "$(dirname "$discovery")" \
+      "$discovery" --gtest_list_tests
+    bt_ok=$((bt_ok + BT_OK))
+    EXTRA_NOTES+=("crash: $(basename "$discovery") --gtest_list_tests (ctest's test discovery): $BT_NOTE")
+  fi
+  if [ "${#crashed_tests[@]}" -gt 0 ]; then
+    mapfile -d '' -t recs < <(test_commands "${crashed_tests[@]}")
+    declare -A bt_done=()
+    i=0
+    while ((i + 2 < ${#recs[@]})); do
+      name=${recs[i]} dir=${recs[i + 1]} nenv=${recs[i + 2]}
+      BT_ENV=("${recs[@]:i+3:nenv}")
+      ncmd=${recs[i + 3 + nenv]}
+      cmd=("${recs[@]:i+4+nenv:ncmd}")
+      i=$((i + 4 + nenv + ncmd))
+      bt_done[$name]=1
+      bt_crashes=$((bt_crashes + 1))
+      backtrace "test $name" "$dir" "${cmd[@]}"
+      bt_ok=$((bt_ok + BT_OK))
+      EXTRA_NOTES+=("crash: test $name: $BT_NOTE")
+    done
+    BT_ENV=()
+    for name in "${crashed_tests[@]}"; do
+      [ -n "${bt_done[$name]:-}" ] && continue
+      bt_crashes=$((bt_crashes + 1))
+      EXTRA_NOTES+=("crash: test $name: no backtrace: ctest --show-only=json-v1 does not give its command")
+    done
+  fi
+  if ((bt_crashes > 0)); then
+    bt_status=OK
+    ((bt_ok < bt_crashes)) && bt_status=WARN
+    record "tests: backtraces" "$bt_status" $((SECONDS - bt_t0)) \
+      "$bt_ok of $bt_crashes crashed test processes caught under gdb (notes below; backtraces.log)"
+  fi
+else
+  record "tests: ctest -L gpu" FAIL 0 "gpu_tests was not built (build.log)"
   FAILED=1
 fi
 
@@ -361,14 +631,25 @@ else
   fi
   bench_t0=$SECONDS
   bench_ok=0 bench_bad=0
+  bench_built=1
+  built gpu_bench || bench_built=0
+  # Each configuration is its own process and row: a failed one (its error's last line in the
+  # table, a backtrace when it crashed) does not stop the next.
   for c in "${CONFIGS[@]}"; do
     read -r preset mode mb <<<"$c"
+    if ((bench_built == 0)); then
+      bench_bad=$((bench_bad + 1))
+      BENCH_ROWS+=("$(printf '%-6s %-7s %4s  %s' "$preset" "$mode" "$mb" "FAIL gpu_bench was not built (build.log)")")
+      continue
+    fi
+    bench_cmd=("$BUILD/tests/gpu/gpu_bench" --preset "$preset" --mode "$mode" --dtype "$BENCH_DTYPE"
+      --seq "$BENCH_SEQ" --micro-batch "$mb" --rank "$BENCH_RANK" --device "$BENCH_DEVICE" "${BENCH_FLAGS[@]}")
     before=$(lines_of "$LOGS/bench.log")
-    run_timed "benchmark $preset $mode" 180 "$LOGS/bench.log" "$BUILD/tests/gpu/gpu_bench" --preset "$preset" --mode "$mode" \
-      --dtype "$BENCH_DTYPE" --seq "$BENCH_SEQ" --micro-batch "$mb" --rank "$BENCH_RANK" --device "$BENCH_DEVICE" \
-      "${BENCH_FLAGS[@]}"
+    run_timed "benchmark $preset $mode" 180 "$LOGS/bench.log" "${bench_cmd[@]}"
     rc=$?
-    line=$(tail -n +"$((before + 1))" "$LOGS/bench.log" | grep '^GPU_BENCH ' | tail -1)
+    # This row's output, without run_timed's "$ command" line.
+    row_out=$(tail -n +"$((before + 2))" "$LOGS/bench.log")
+    line=$(grep '^GPU_BENCH ' <<<"$row_out" | tail -1)
     if ((rc == 0)) && [ -n "$line" ]; then
       bench_ok=$((bench_ok + 1))
       BENCH_ROWS+=("$(printf '%-6s %-7s %4s %10s %8s %8s %7.1f%% %7.1f%% %9s %10s %9s' \
@@ -378,7 +659,15 @@ else
         "$(kv peak_alloc_gib "$line")" "$(kv peak_reserved_gib "$line")")")
     else
       bench_bad=$((bench_bad + 1))
-      BENCH_ROWS+=("$(printf '%-6s %-7s %4s  %s' "$preset" "$mode" "$mb" "$RT_STATUS ${RT_NOTE:-no GPU_BENCH line}")")
+      row_note="$RT_STATUS ${RT_NOTE:-no GPU_BENCH line}"
+      last=$(grep -v -e '^[[:space:]]*$' <<<"$row_out" | tail -n 1 | cut -c1-160)
+      [ -n "$last" ] && row_note="$row_note: $last"
+      if crashed "$rc"; then
+        BT_ENV=()
+        backtrace "gpu_bench $preset $mode" "$BUILD" "${bench_cmd[@]}"
+        row_note="$row_note; $BT_NOTE"
+      fi
+      BENCH_ROWS+=("$(printf '%-6s %-7s %4s  %s' "$preset" "$mode" "$mb" "$row_note")")
     fi
   done
   if ((bench_bad == 0)); then
@@ -398,10 +687,17 @@ if ninja -C "$BUILD" -t targets all 2>/dev/null | grep -q '^relora-bench:' && ((
   if run_phase relora-bench-build 150 "$LOGS/build.log" ninja -C "$BUILD" -j "$JOBS" relora-bench; then
     if [ "$DRY" = 1 ]; then
       :
-    elif "$BUILD/bench/relora-bench" --help 2>/dev/null | grep -q -- '--device'; then
-      if run_phase relora-bench 120 "$LOGS/bench.log" "$BUILD/bench/relora-bench" --preset 350m --mode relora \
-        --dtype bf16 --seq 512 --micro-batch 16 --steps 4 --warmup-steps 2 --device cuda:0; then
+    elif timeout 30 "$BUILD/bench/relora-bench" --help 2>/dev/null | grep -q -- '--device'; then
+      rb_cmd=("$BUILD/bench/relora-bench" --preset 350m --mode relora --dtype bf16 --seq 512
+        --micro-batch 16 --steps 4 --warmup-steps 2 --device cuda:0)
+      run_phase relora-bench 120 "$LOGS/bench.log" "${rb_cmd[@]}"
+      rc=$?
+      if ((rc == 0)); then
         EXTRA_NOTES+=("relora-bench 350m relora: $(grep -E ' tok/s' "$LOGS/bench.log" | tail -1)")
+      elif crashed "$rc"; then
+        BT_ENV=()
+        backtrace "relora-bench 350m relora" "$BUILD" "${rb_cmd[@]}"
+        NOTES[${#NOTES[@]} - 1]="${NOTES[${#NOTES[@]} - 1]}; $BT_NOTE"
       fi
     else
       EXTRA_NOTES+=("relora-bench has no --device flag (CPU only): not run; the table is gpu_bench's")

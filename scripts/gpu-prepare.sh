@@ -11,6 +11,11 @@
 # .gpu-deps/root and trims them (docs, man pages, static archives that have a shared twin, unused
 # binaries). LibTorch, CUDA and NCCL are not included: the GPU machine's PyTorch wheel has them.
 #
+# Also the debugger that gpu-check.sh re-runs crashed tests and benchmarks under (the GPU machine
+# has none): Debian's gdb-minimal (gdb 13.1 without Python) with the libraries it loads, packed as
+# .gpu-deps/gdb.tar.gz, and the wrapper .gpu-deps/bin/gdb that unpacks it on first use and runs it
+# with its own libraries (see GDB_SEEDS below).
+#
 # Idempotent: the .debs are cached in .gpu-deps-debs/ (never carried to the GPU machine); the
 # extraction is redone only when the package set or its versions change (.gpu-deps/MANIFEST).
 # Both folders are ignored by git. Carry ".gpu-deps" to the GPU machine (docs/gpu.md).
@@ -26,7 +31,7 @@ DEPS_DIR=.gpu-deps
 DEBS_DIR=${RELORA_GPU_DEBS_DIR:-.gpu-deps-debs}
 ARCH_DIR=x86_64-linux-gnu
 # Bump when the extraction or trimming below changes (forces a re-extraction).
-LAYOUT_VERSION=8
+LAYOUT_VERSION=9
 
 if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
   echo "gpu-prepare: needs Debian's apt-get and dpkg (run it on the Debian 12 build machine)" >&2
@@ -73,6 +78,18 @@ EXCLUDE=(
 #   libcurl4*, libprometheus-cpp-push1.0: prometheus-cpp's CMake config requires CURL and its push
 #     library to exist, but relora links only core and pull, so they are never loaded.
 NO_FOLLOW=(libgloo-dev libcurl4 libcurl4-openssl-dev libprometheus-cpp-push1.0)
+
+# The debugger, resolved and extracted apart from the build's packages: its libraries never go on
+# the built programs' LD_LIBRARY_PATH. gdb-minimal rather than gdb: no libpython3.11 and Python
+# standard library to ship (about 20 MB; Debian's full gdb stops with "Python not initialized"
+# without them), no source-highlight (Boost.Regex and ICU, 35 MB), no babeltrace (GLib).
+# Everything it loads is shipped except glibc (libthread_db, which gdb needs for threads, must be
+# the inferior's own, so the machine's), libstdc++ and libgcc. libdebuginfod1 is left out: with
+# its curl, GnuTLS, Kerberos and LDAP it would add 8 MB for a feature that needs the internet.
+# A stub with the same symbols is built in its place (gdb calls it only when DEBUGINFOD_URLS is
+# set and debuginfod is enabled; the wrapper disables it).
+GDB_SEEDS=(gdb-minimal)
+GDB_EXCLUDE=(libc6 libgcc-s1 libstdc++6 gcc-12-base libdebuginfod1 readline-common)
 
 in_list() {  # in_list NAME ITEMS...
   local x="$1"
@@ -122,23 +139,53 @@ while [ "${#queue[@]}" -gt 0 ]; do
 done
 mapfile -t PACKAGES < <(printf '%s\n' "${!seen[@]}" | sort)
 
+# The debugger's packages: the same walk, every dependency followed.
+declare -A gdb_seen=()
+queue=()
+for p in "${GDB_SEEDS[@]}"; do
+  gdb_seen[$p]=1
+  queue+=("$p")
+done
+while [ "${#queue[@]}" -gt 0 ]; do
+  follow=("${queue[@]}")
+  queue=()
+  while read -r _ dep; do
+    dep=${dep%%:*}
+    [ -n "$dep" ] || continue
+    in_list "$dep" "${GDB_EXCLUDE[@]}" && continue
+    [ -n "${gdb_seen[$dep]:-}" ] && continue
+    gdb_seen[$dep]=1
+    queue+=("$dep")
+  done < <(direct_deps "${follow[@]}")
+done
+mapfile -t GDB_PACKAGES < <(printf '%s\n' "${!gdb_seen[@]}" | sort)
+
 # Candidate version and architecture of each package: the manifest, and the .deb file names.
-manifest=$(
-  apt-cache show --no-all-versions "${PACKAGES[@]}" 2>/dev/null |
-    awk '/^Package: /{p=$2} /^Version: /{v=$2} /^Architecture: /{a=$2}
-         /^$/ { if (p != "") print p, v, a; p = "" } END { if (p != "") print p, v, a }' | sort -u
-)
-mapfile -t known < <(printf '%s\n' "$manifest" | cut -d' ' -f1)
-if [ "${#known[@]}" -ne "${#PACKAGES[@]}" ]; then
-  echo "gpu-prepare: apt-cache knows no candidate for:" >&2
-  comm -23 <(printf '%s\n' "${PACKAGES[@]}") <(printf '%s\n' "${known[@]}") | sed 's/^/  /' >&2
-  echo "gpu-prepare: run 'apt-get update' and retry" >&2
-  exit 1
-fi
-manifest_text=$(printf 'layout %s\n%s\n' "$LAYOUT_VERSION" "$manifest")
-echo "gpu-prepare: ${#PACKAGES[@]} packages"
+versions_of() {  # versions_of PACKAGES... -> "package version architecture" lines
+  local out known
+  out=$(
+    apt-cache show --no-all-versions "$@" 2>/dev/null |
+      awk '/^Package: /{p=$2} /^Version: /{v=$2} /^Architecture: /{a=$2}
+           /^$/ { if (p != "") print p, v, a; p = "" } END { if (p != "") print p, v, a }' | sort -u
+  )
+  mapfile -t known < <(printf '%s\n' "$out" | cut -d' ' -f1)
+  if [ "${#known[@]}" -ne "$#" ]; then
+    echo "gpu-prepare: apt-cache knows no candidate for:" >&2
+    comm -23 <(printf '%s\n' "$@") <(printf '%s\n' "${known[@]}") | sed 's/^/  /' >&2
+    echo "gpu-prepare: run 'apt-get update' and retry" >&2
+    return 1
+  fi
+  printf '%s\n' "$out"
+}
+manifest=$(versions_of "${PACKAGES[@]}") || exit 1
+gdb_manifest=$(versions_of "${GDB_PACKAGES[@]}") || exit 1
+# Every .deb to have, once (zlib1g is in both sets).
+all_manifest=$(printf '%s\n%s\n' "$manifest" "$gdb_manifest" | sort -u)
+manifest_text=$(printf 'layout %s\n%s\n' "$LAYOUT_VERSION" "$manifest"; awk '{ print "gdb: " $0 }' <<<"$gdb_manifest")
+echo "gpu-prepare: ${#PACKAGES[@]} packages, and ${#GDB_PACKAGES[@]} for the debugger"
 
 if [ "$FORCE" = 0 ] && [ -d "$DEPS_DIR/root" ] && [ -f "$DEPS_DIR/MANIFEST" ] &&
+  [ -f "$DEPS_DIR/gdb.tar.gz" ] && [ -x "$DEPS_DIR/bin/gdb" ] &&
   [ "$(cat "$DEPS_DIR/MANIFEST")" = "$manifest_text" ]; then
   echo "gpu-prepare: $DEPS_DIR is up to date ($(du -sh "$DEPS_DIR" | cut -f1))"
   exit 0
@@ -152,7 +199,7 @@ deb_of() {  # deb_of PACKAGE VERSION ARCH -> the file name apt-get download writ
 missing=()
 while read -r p v a; do
   [ -f "$(deb_of "$p" "$v" "$a")" ] || missing+=("$p=$v")
-done <<<"$manifest"
+done <<<"$all_manifest"
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "gpu-prepare: downloading ${#missing[@]} packages into $DEBS_DIR"
   # apt-get download runs as the sandbox user _apt where it can; a root-owned folder only makes
@@ -167,11 +214,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
       echo "gpu-prepare: could not download $p $v (try 'apt-get update')" >&2
       exit 1
     }
-  done <<<"$manifest"
+  done <<<"$all_manifest"
 fi
 
 # 2. Extract into a fresh tree, trim, then swap it in.
 tmp="$DEPS_DIR/root.new"
+# The unfinished trees of a failed run would travel with .gpu-deps.
+trap 'rm -rf "${DEPS_DIR:?}/root.new" "${DEPS_DIR:?}/gdb.new"' EXIT
 rm -rf "$tmp"
 mkdir -p "$tmp"
 while read -r p v a; do
@@ -318,11 +367,164 @@ if [ -n "$unresolved" ]; then
   exit 1
 fi
 
-rm -rf "$DEPS_DIR/root"
+# 3. The debugger (see GDB_SEEDS): gdb and its libraries in gdb/{bin,lib}, packed into one archive
+# (4.6 MiB instead of 11: the device tool carries at most 64 MiB with the tree), and the wrapper.
+gdb_new="$DEPS_DIR/gdb.new"
+rm -rf "$gdb_new"
+mkdir -p "$gdb_new/x" "$gdb_new/gdb/bin" "$gdb_new/gdb/lib" "$gdb_new/gdb/share/gdb" "$gdb_new/bin"
+while read -r p v a; do
+  dpkg-deb -x "$(deb_of "$p" "$v" "$a")" "$gdb_new/x"
+done <<<"$gdb_manifest"
+cp "$gdb_new/x/usr/bin/gdb" "$gdb_new/gdb/bin/gdb"
+for d in "$gdb_new/x/lib/$ARCH_DIR" "$gdb_new/x/usr/lib/$ARCH_DIR"; do
+  [ -d "$d" ] || continue
+  find "$d" -maxdepth 1 -name '*.so.*' \( -type f -o -type l \) -exec cp -a {} "$gdb_new/gdb/lib/" \;
+done
+# libdebuginfod.so.1 with the symbols and versions gdb binds to, doing nothing: debuginfod_begin
+# returns no client, and gdb then looks for no debug information on the network.
+cc_bin=$(command -v cc || command -v gcc || true)
+[ -n "$cc_bin" ] || {
+  echo "gpu-prepare: needs a C compiler (cc) for the debugger's libdebuginfod stub" >&2
+  exit 1
+}
+cat >"$gdb_new/debuginfod-stub.c" <<'EOF'
+/* Written by scripts/gpu-prepare.sh: a libdebuginfod.so.1 that finds nothing, for Debian's gdb on
+   a machine without internet (the real one pulls in curl, GnuTLS, Kerberos and LDAP). */
+#include <stddef.h>
+typedef struct debuginfod_client debuginfod_client;
+typedef int (*debuginfod_progressfn_t)(debuginfod_client *, long, long);
+#define ENOSYS_ 38
+debuginfod_client *debuginfod_begin(void) { return NULL; }
+void debuginfod_end(debuginfod_client *c) { (void)c; }
+int debuginfod_find_debuginfo(debuginfod_client *c, const unsigned char *id, int n, char **path) {
+  (void)c; (void)id; (void)n; if (path) *path = NULL; return -ENOSYS_;
+}
+int debuginfod_find_executable(debuginfod_client *c, const unsigned char *id, int n, char **path) {
+  (void)c; (void)id; (void)n; if (path) *path = NULL; return -ENOSYS_;
+}
+int debuginfod_find_source(debuginfod_client *c, const unsigned char *id, int n, const char *file,
+                           char **path) {
+  (void)c; (void)id; (void)n; (void)file; if (path) *path = NULL; return -ENOSYS_;
+}
+void debuginfod_set_progressfn(debuginfod_client *c, debuginfod_progressfn_t fn) { (void)c; (void)fn; }
+void debuginfod_set_user_data(debuginfod_client *c, void *data) { (void)c; (void)data; }
+void *debuginfod_get_user_data(debuginfod_client *c) { (void)c; return NULL; }
+EOF
+cat >"$gdb_new/debuginfod-stub.map" <<'EOF'
+ELFUTILS_0.178 {
+  global: debuginfod_begin; debuginfod_end; debuginfod_find_debuginfo; debuginfod_find_executable;
+          debuginfod_find_source; debuginfod_set_progressfn;
+  local: *;
+};
+ELFUTILS_0.179 {
+  global: debuginfod_set_user_data; debuginfod_get_user_data;
+} ELFUTILS_0.178;
+EOF
+"$cc_bin" -shared -fPIC -O2 -s -Wl,-soname,libdebuginfod.so.1 \
+  -Wl,--version-script,"$gdb_new/debuginfod-stub.map" \
+  -o "$gdb_new/gdb/lib/libdebuginfod.so.1" "$gdb_new/debuginfod-stub.c"
+gdb_lib=$gdb_new/gdb/lib
+# Only what gdb loads (the packages also hold libexpatw, libhistory, libtic).
+gdb_keep=$(LD_LIBRARY_PATH="$gdb_lib" ldd "$gdb_new/gdb/bin/gdb" | awk -v lib="$gdb_lib/" '
+  $2 == "=>" && index($3, lib) == 1 { print $3 }' | while read -r l; do
+  basename "$l"
+  basename "$(readlink -f "$l")"
+done)
+find "$gdb_lib" -mindepth 1 \( -type f -o -type l \) | while read -r f; do
+  grep -qxF "$(basename "$f")" <<<"$gdb_keep" || rm -f "$f"
+done
+# gdb must resolve every library and every symbol (ldd -r: the stub's too) in gdb/lib or among
+# glibc, libstdc++ and libgcc; and no link may dangle or leave the folder.
+gdb_bad=$({
+  for f in "$gdb_new/gdb/bin/gdb" "$gdb_lib"/*.so.*; do
+    if [ ! -f "$f" ] || [ -L "$f" ]; then continue; fi
+    LD_LIBRARY_PATH="$gdb_lib" ldd -r "$f" 2>&1 | awk -v lib="$gdb_lib" -v f="$f" '
+      $2 == "=>" && index($3, lib) != 1 { print f ": " $1 " -> " $3; next }
+      /undefined symbol/ { print f ": " $0 }'
+  done
+  find "$gdb_new/gdb" -type l | while read -r link; do
+    case "$(readlink "$link")" in
+      /*) echo "$link -> $(readlink "$link") (absolute)" ;;
+      *) [ -e "$link" ] || echo "$link -> $(readlink "$link") (dangling)" ;;
+    esac
+  done
+} | while read -r line; do
+  soname=$(awk '{print $2}' <<<"$line")
+  case "$SYSTEM_SONAMES" in *" $soname "*) ;; *) echo "${line#"$gdb_new"/}" ;; esac
+done)
+if [ -n "$gdb_bad" ]; then
+  echo "gpu-prepare: error: the debugger's libraries are incomplete (add their packages to GDB_SEEDS):" >&2
+  while read -r l; do echo "  $l"; done <<<"$gdb_bad" >&2
+  exit 1
+fi
+# tar and gzip are on every Debian/Ubuntu system (both Essential); a fixed order, owner and date
+# keep the archive, and so the wrapper's unpack folder name, the same for the same packages.
+tar -C "$gdb_new" --sort=name --owner=0 --group=0 --numeric-owner --mtime='2023-01-01 00:00Z' \
+  -cf - gdb | gzip -9n >"$gdb_new/gdb.tar.gz"
+gdb_stamp=$(sha256sum "$gdb_new/gdb.tar.gz" | cut -c1-12)
+gdb_version=$(sed -n 's/^gdb-minimal \([^ ]*\) .*/\1/p' <<<"$gdb_manifest")
+# The wrapper. gdb hands its own environment to the program it runs: LD_LIBRARY_PATH is set for
+# gdb alone, and the caller's value (or its absence) is restored for the program being debugged.
+{
+  cat <<EOF
+#!/bin/sh
+# Written by scripts/gpu-prepare.sh: Debian 12's gdb-minimal $gdb_version (no Python) for a machine
+# without a debugger. Unpacks ../gdb.tar.gz on first use into \${RELORA_GDB_DIR:-\$TMPDIR or /tmp}
+# (needs only sh, gzip, tar, mkdir, mv, rm) and runs that gdb, never one on PATH, with its own
+# libraries; the program it debugs gets the caller's LD_LIBRARY_PATH. Extra options: -nx (no
+# gdbinit files), its own empty data directory, debuginfod off (no network, and its library is a
+# stub). Usage as gdb's: .gpu-deps/bin/gdb -batch -ex run -ex bt --args PROGRAM ARGS...
+STAMP=$gdb_stamp
+EOF
+  cat <<'EOF'
+set -e
+here=$(cd "$(dirname "$0")/.." && pwd)
+dir=${RELORA_GDB_DIR:-${TMPDIR:-/tmp}/relora-gdb-$STAMP}
+if [ ! -x "$dir/gdb/bin/gdb" ]; then
+  [ -f "$here/gdb.tar.gz" ] || { echo "relora gdb wrapper: $here/gdb.tar.gz is missing" >&2; exit 127; }
+  rm -rf "$dir.$$"
+  mkdir -p "$dir.$$"
+  gzip -dc "$here/gdb.tar.gz" | tar -xf - -C "$dir.$$"
+  # Another wrapper may have unpacked it meanwhile: keep the first.
+  mv -T "$dir.$$" "$dir" 2>/dev/null || rm -rf "$dir.$$"
+  [ -x "$dir/gdb/bin/gdb" ] || { echo "relora gdb wrapper: could not unpack into $dir" >&2; exit 127; }
+fi
+set +e
+# gdb starts the program through $SHELL (it quotes the arguments for it): make sure there is one.
+if [ -n "${SHELL:-}" ] && [ ! -x "$SHELL" ]; then
+  SHELL=/bin/sh
+  export SHELL
+fi
+if [ -n "${LD_LIBRARY_PATH+set}" ]; then
+  inferior_env="set environment LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+else
+  inferior_env="unset environment LD_LIBRARY_PATH"
+fi
+LD_LIBRARY_PATH="$dir/gdb/lib" exec "$dir/gdb/bin/gdb" -nx -data-directory "$dir/gdb/share/gdb" \
+  -iex "$inferior_env" -iex 'set debuginfod enabled off' "$@"
+EOF
+} >"$gdb_new/bin/gdb"
+chmod +x "$gdb_new/bin/gdb"
+# Try it where it was made: a shell that kills itself with SIGSEGV must give a backtrace. Only a
+# warning when it does not (a sandbox here may forbid ptrace); gpu-check.sh repeats the test.
+gdb_try=$(env -i PATH=/usr/bin:/bin RELORA_GDB_DIR="$gdb_new/try" timeout 60 "$gdb_new/bin/gdb" -batch \
+  -ex run -ex bt --args /bin/sh -c 'kill -SEGV $$' 2>&1 || true)
+if grep -q 'SIGSEGV' <<<"$gdb_try" && grep -q '^#0 ' <<<"$gdb_try"; then
+  echo "gpu-prepare: debugger: gdb-minimal $gdb_version, $(du -k "$gdb_new/gdb.tar.gz" | cut -f1) KiB packed; a backtrace works"
+else
+  echo "gpu-prepare: warning: the packed gdb did not print a backtrace here:" >&2
+  tail -n 15 <<<"$gdb_try" | sed 's/^/  /' >&2
+fi
+
+rm -rf "${DEPS_DIR:?}/root" "${DEPS_DIR:?}/bin" "${DEPS_DIR:?}/gdb.tar.gz"
 mv "$tmp" "$DEPS_DIR/root"
+mv "$gdb_new/gdb.tar.gz" "$DEPS_DIR/gdb.tar.gz"
+mv "$gdb_new/bin" "$DEPS_DIR/bin"
+rm -rf "$gdb_new"
 printf '%s\n' "$manifest_text" >"$DEPS_DIR/MANIFEST"
-size_mib=$(du -sm "$DEPS_DIR" | cut -f1)
-echo "gpu-prepare: $DEPS_DIR ready: ${#PACKAGES[@]} packages, ${size_mib} MiB ($(find "$DEPS_DIR/root" -type f | wc -l) files)"
+# What travels (apparent size; blocks on disk are a few MiB more).
+size_mib=$(du -sm --apparent-size "$DEPS_DIR" | cut -f1)
+echo "gpu-prepare: $DEPS_DIR ready: ${#PACKAGES[@]} packages, ${size_mib} MiB ($(find "$DEPS_DIR/root" -type f | wc -l) files), gdb included"
 if [ "$size_mib" -gt 48 ]; then
-  echo "gpu-prepare: warning: over the ~40 MiB budget; the device tool carries at most 64 MiB with the tree" >&2
+  echo "gpu-prepare: warning: over the ~45 MiB budget; the device tool carries at most 64 MiB with the tree" >&2
 fi

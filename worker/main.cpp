@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
 
+#include "common/crash_handler.h"
 #include "common/grpc_security.h"
 #include "common/job_spec.h"
 #include "common/metrics_server.h"
@@ -24,6 +25,7 @@
 #include "worker/cluster/health_server.h"
 #include "worker/metrics/prometheus_train_metrics.h"
 #include "worker/cluster/cluster_worker.h"
+#include "worker/cluster/error_message.h"
 #include "worker/cluster/host_info.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/export.h"
@@ -55,7 +57,9 @@ int run_standalone(const std::string& job_path, const std::string& summary_path,
     relora::train::Trainer trainer(spec, options);
     summary = trainer.run();
   } catch (const std::exception& e) {
-    spdlog::error("job '{}' failed: {}", spec.name(), e.what());
+    spdlog::error("job '{}' failed: {}", spec.name(), relora::cluster::error_message(e));
+    const std::string stack = relora::cluster::error_stack(e);
+    if (!stack.empty()) spdlog::debug("C++ stack of the failure:{}", stack);
     return 1;
   }
   const auto json = summary.to_json();
@@ -136,6 +140,7 @@ int run_cluster(relora::cluster::ClusterWorkerOptions options) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  relora::install_crash_handler("relora-worker");
   CLI::App app{"relora-worker: ReLoRA training worker"};
   std::string standalone, summary_json, export_ckpt, export_out;
   int threads = 1;

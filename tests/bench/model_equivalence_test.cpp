@@ -1,6 +1,7 @@
 // The performance work in worker/model and worker/train (chunked head + cross-entropy, in-place
 // low-rank branch, folded attention scale, fused AdamW with clipping folded in) must not change
-// the arithmetic. Checked here against plain, independent formulations in fp64.
+// the arithmetic. Checked here against plain, independent formulations in fp64, with the CPU fast
+// paths on and off (off: the generic code that GPUs run, worker/model/fused_cpu_ops.h).
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -8,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "worker/model/fused_cpu_ops.h"
 #include "worker/model/llama.h"
 #include "worker/model/rotary.h"
 #include "worker/train/adamw.h"
@@ -76,7 +78,17 @@ torch::Tensor reference_loss(Llama& m, const torch::Tensor& ids) {
                                               ids.narrow(1, 1, T).reshape({-1}));
 }
 
-void expect_same_loss_and_grads(Llama& m, const torch::Tensor& ids) {
+// Sets the CPU fast paths for its lifetime.
+class FastPaths {
+ public:
+  explicit FastPaths(bool on) : was_(model::cpu_fast_paths()) { model::set_cpu_fast_paths(on); }
+  ~FastPaths() { model::set_cpu_fast_paths(was_); }
+
+ private:
+  bool was_;
+};
+
+void expect_same_loss_and_grads_once(Llama& m, const torch::Tensor& ids) {
   auto params = m->trainable_parameters();
   for (auto& [name, p] : params) p.mutable_grad() = torch::Tensor();
   auto ours = m->loss(ids);
@@ -94,6 +106,14 @@ void expect_same_loss_and_grads(Llama& m, const torch::Tensor& ids) {
     ASSERT_TRUE(g.defined()) << params[i].first;
     EXPECT_TRUE(torch::allclose(our_grads[i], g, 1e-9, 1e-12))
         << params[i].first << ": max diff " << (our_grads[i] - g).abs().max().item<double>();
+  }
+}
+
+void expect_same_loss_and_grads(Llama& m, const torch::Tensor& ids) {
+  for (bool fast : {true, false}) {
+    SCOPED_TRACE(fast ? "CPU fast paths" : "generic path (what GPUs run)");
+    FastPaths paths(fast);
+    expect_same_loss_and_grads_once(m, ids);
   }
 }
 
@@ -164,7 +184,7 @@ TEST(BenchModelEquivalence, Bf16AutocastLossCloseToFp32) {
   EXPECT_GT(m->lm_head.grad().abs().sum().item<double>(), 0.0);
 }
 
-TEST(BenchAdamW, ClipAndStepEqualsClipGradNormThenStep) {
+void check_clip_and_step() {
   torch::manual_seed(4);
   auto a = torch::randn({16, 8}, torch::kDouble).requires_grad_(true);
   auto b = a.detach().clone().requires_grad_(true);
@@ -184,6 +204,14 @@ TEST(BenchAdamW, ClipAndStepEqualsClipGradNormThenStep) {
     EXPECT_FALSE(a.grad().defined());
   }
   EXPECT_TRUE(torch::allclose(a, b, 1e-12, 1e-12)) << (a - b).abs().max();
+}
+
+TEST(BenchAdamW, ClipAndStepEqualsClipGradNormThenStep) {
+  for (bool fast : {true, false}) {
+    SCOPED_TRACE(fast ? "fused update" : "tensor-op update (what GPUs run)");
+    FastPaths paths(fast);
+    check_clip_and_step();
+  }
 }
 
 }  // namespace

@@ -33,10 +33,8 @@
 #include <torch/cuda.h>
 #include <torch/torch.h>
 #include <torch/version.h>
-#ifdef RELORA_WITH_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
-#endif
 
+#include "common/crash_handler.h"
 #include "bench/bench_support.h"
 #include "common/job_spec.h"
 #include "common/model_presets.h"
@@ -63,36 +61,10 @@ double matmul_tflops(torch::Device device, int64_t n, int reps) {
   return 2.0 * n * n * n * reps / s / 1e12;
 }
 
-struct DeviceMemory {
-  double peak_allocated = -1, peak_reserved = -1;  // bytes; -1: not measured
-};
-
-void reset_device_memory_peak(torch::Device device) {
-#ifdef RELORA_WITH_CUDA
-  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
-#else
-  (void)device;
-#endif
-}
-
-DeviceMemory device_memory_peak(torch::Device device) {
-  DeviceMemory m;
-#ifdef RELORA_WITH_CUDA
-  if (device.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
-    // Index 0 is StatType::AGGREGATE (the enum's namespace moved in LibTorch 2.6).
-    m.peak_allocated = static_cast<double>(stats.allocated_bytes[0].peak);
-    m.peak_reserved = static_cast<double>(stats.reserved_bytes[0].peak);
-  }
-#else
-  (void)device;
-#endif
-  return m;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
+  relora::install_crash_handler("gpu_bench");
   CLI::App app{"gpu_bench: one training configuration on a GPU through the real Trainer"};
   std::string preset = "350m", mode = "relora", dtype = "bf16", device_name = "cuda:0", json_out;
   int seq = 512, micro_batch = 0, rank = 128, steps = 4, warmup = 2, threads = 8;
@@ -166,12 +138,12 @@ int main(int argc, char** argv) {
       step_seconds.push_back(r.step_seconds);
       losses.push_back(r.loss);
     };
-    reset_device_memory_peak(device);
+    relora::train::reset_device_memory_peak(device);
     const auto t0 = Clock::now();
     relora::train::Trainer trainer(spec, options);
     const double setup_s = std::chrono::duration<double>(Clock::now() - t0).count();
     const auto summary = trainer.run();
-    const DeviceMemory mem = device_memory_peak(device);
+    const auto mem = relora::train::device_memory(device);
     const double peak_rss = static_cast<double>(relora::train::peak_rss_bytes());
 
     std::vector<double> timed(step_seconds.begin() + std::min<size_t>(warmup, step_seconds.size()),
@@ -205,8 +177,8 @@ int main(int argc, char** argv) {
                           {"matmul_peak_tflops", peak_tflops},
                           {"mfu_nominal", mfu_nominal},
                           {"mfu_measured_peak", mfu_measured},
-                          {"peak_allocated_bytes", mem.peak_allocated},
-                          {"peak_reserved_bytes", mem.peak_reserved},
+                          {"peak_allocated_bytes", static_cast<double>(mem.peak_allocated)},
+                          {"peak_reserved_bytes", static_cast<double>(mem.peak_reserved)},
                           {"peak_rss_bytes", peak_rss},
                           {"setup_seconds", setup_s},
                           {"trainable_parameters", summary.trainable_parameters},
@@ -218,20 +190,25 @@ int main(int argc, char** argv) {
                 "%.2f GiB reserved (-1: not measured), setup %.1f s\n",
                 preset.c_str(), mode.c_str(), dtype.c_str(), micro_batch, seq, device.str().c_str(), tok_s, step_s,
                 timed.size(), achieved_tflops, 100 * mfu_nominal, nominal_tflops, 100 * mfu_measured, peak_tflops,
-                gib(mem.peak_allocated), gib(mem.peak_reserved), setup_s);
+                gib(static_cast<double>(mem.peak_allocated)), gib(static_cast<double>(mem.peak_reserved)), setup_s);
     std::printf("GPU_BENCH preset=%s mode=%s dtype=%s seq=%d micro_batch=%d tokens_per_s=%.0f step_s=%.4f "
                 "tflops=%.1f mfu_nominal=%.4f mfu_measured=%.4f peak_tflops=%.1f peak_alloc_gib=%.2f "
                 "peak_reserved_gib=%.2f final_loss=%.4f\n",
                 preset.c_str(), mode.c_str(), dtype.c_str(), seq, micro_batch, tok_s, step_s, achieved_tflops,
-                mfu_nominal, mfu_measured, peak_tflops, gib(mem.peak_allocated), gib(mem.peak_reserved),
+                mfu_nominal, mfu_measured, peak_tflops, gib(static_cast<double>(mem.peak_allocated)),
+                gib(static_cast<double>(mem.peak_reserved)),
                 losses.empty() ? 0.0 : losses.back());
     std::fflush(stdout);
     if (!json_out.empty()) relora::write_text_file(json_out, out.dump(2) + "\n");
   } catch (const std::exception& e) {
-    std::cerr << "gpu_bench: " << e.what() << "\n";
+    std::cerr << "gpu_bench: " << e.what() << std::endl;
     rc = 1;
   }
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
+  // After a failure, leave without running static destructors: after a CUDA error LibTorch's CUDA
+  // teardown can crash (the H200 run died with SIGSEGV after printing its error), which would
+  // turn a clear one-line failure into a crash. The error line above is already flushed.
+  if (rc != 0) std::_Exit(rc);
   return rc;
 }

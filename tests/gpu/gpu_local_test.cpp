@@ -4,8 +4,8 @@
 //
 // `relora local` has no flag for the workers' device; it runs the worker binary named by
 // RELORA_WORKER_BINARY (client/binaries.h). The test points that at a small wrapper script that
-// execs the built relora-worker with `--device cuda:0` added to cluster-mode runs, and records
-// the arguments it was given.
+// execs the built relora-worker with `--device cuda:0 --log-level debug` added to cluster-mode runs
+// (a failure's C++ stack is logged at debug level), and records the arguments it was given.
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -74,7 +74,7 @@ TEST(GpuLocal, OneGpuWorkerTrainsAReloraJob) {
                       "# relora-worker on cuda:0 for cluster-mode runs (written by gpu_local_test)\n"
                       "echo \"$*\" >> '" + dir.file("worker-args.txt") + "'\n"
                       "case \" $* \" in\n"
-                      "  *' --coordinator '*) exec '" + worker + "' \"$@\" --device cuda:0 ;;\n"
+                      "  *' --coordinator '*) exec '" + worker + "' \"$@\" --device cuda:0 --log-level debug ;;\n"
                       "esac\n"
                       "exec '" + worker + "' \"$@\"\n");
   fs::permissions(wrapper, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec,

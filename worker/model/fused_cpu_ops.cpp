@@ -1,7 +1,10 @@
 #include "worker/model/fused_cpu_ops.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -167,9 +170,22 @@ class RotaryHeadsFunction : public torch::autograd::Function<RotaryHeadsFunction
 
 }  // namespace
 
+namespace {
+std::atomic<bool>& fast_paths_flag() {
+  static std::atomic<bool> flag{[] {
+    const char* env = std::getenv("RELORA_CPU_FAST_PATHS");
+    return env == nullptr || std::string(env) != "0";
+  }()};
+  return flag;
+}
+}  // namespace
+
+bool cpu_fast_paths() { return fast_paths_flag().load(std::memory_order_relaxed); }
+void set_cpu_fast_paths(bool enabled) { fast_paths_flag().store(enabled); }
+
 bool fused_cpu_kernels_apply(const torch::Tensor& x) {
   const auto t = x.scalar_type();
-  return x.device().is_cpu() && (t == torch::kFloat || t == torch::kDouble || t == torch::kBFloat16 ||
+  return cpu_fast_paths() && x.device().is_cpu() && (t == torch::kFloat || t == torch::kDouble || t == torch::kBFloat16 ||
                                  t == torch::kHalf);
 }
 

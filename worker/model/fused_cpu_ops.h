@@ -10,7 +10,16 @@
 
 namespace relora::model {
 
-// True where the kernels below apply: a CPU tensor of a floating type they handle.
+// The CPU fast paths: the kernels below, the low-rank layer's fused autograd node (LibTorch 1.13),
+// the 1.13 attention that folds the mask into its score product, and AdamW's fused update and
+// gradient norm. Everything else, the generic path, is what a GPU runs. Switched off
+// process-wide (RELORA_CPU_FAST_PATHS=0 in the environment, or set_cpu_fast_paths(false)), the
+// CPU runs the generic path too: the CPU suite's way to test the GPU's code without a GPU.
+bool cpu_fast_paths();
+void set_cpu_fast_paths(bool enabled);
+
+// True where the kernels below apply: a CPU tensor of a floating type they handle, with the CPU
+// fast paths on.
 bool fused_cpu_kernels_apply(const torch::Tensor& x);
 
 // RMSNorm over the last dimension with gain w [C]: w * (x * inv), inv = 1 / sqrt(mean(x^2) + eps)

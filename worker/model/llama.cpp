@@ -82,42 +82,39 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   const int64_t H = config_.num_heads, D = C / H;
   auto heads = [&](const torch::Tensor& t) { return t.view({B, T, H, D}).transpose(1, 2); };
-#if TORCH_VERSION_MAJOR >= 2
-  auto q = apply_rotary(heads(q_proj(x)), cos, sin);  // [B, H, T, D]
-  auto k = apply_rotary(heads(k_proj(x)), cos, sin);  // [B, H, T, D]
-  auto v = heads(v_proj(x));                          // [B, H, T, D]
-  auto y = compat::causal_attention(q, k, v);         // [B, H, T, D]
-#else
-  // LibTorch 1.13 has no fused attention: compat::causal_attention's arithmetic with fewer passes
-  // over memory. 1/sqrt(D) is folded into q's rotary tables ([T, D]); rotary and the split into
-  // heads are one kernel writing [B, H, T, D] directly (no layout copies before the products); the
-  // causal mask is added by the score product itself (baddbmm onto an additive mask: no separate
-  // masking pass over [B, H, T, T]).
-  const double inv_sqrt_d = 1.0 / std::sqrt(static_cast<double>(D));
   auto qx = q_proj(x), kx = k_proj(x);  // [B, T, C]
-  torch::Tensor q, k;
+  auto v = heads(v_proj(x));            // [B, H, T, D]
+#if TORCH_VERSION_MAJOR < 2
+  // The CPU fast path. LibTorch 1.13 has no fused attention: compat::causal_attention's
+  // arithmetic with fewer passes over memory. 1/sqrt(D) is folded into q's rotary tables ([T, D]);
+  // rotary and the split into heads are one kernel writing [B, H, T, D] directly (no layout copies
+  // before the products); the causal mask is added by the score product itself (baddbmm onto an
+  // additive mask: no separate masking pass over [B, H, T, T]).
   if (fused_cpu_kernels_apply(qx) && qx.scalar_type() == kx.scalar_type()) {
-    q = rotary_into_heads(qx, cos * inv_sqrt_d, sin * inv_sqrt_d, H);  // [B, H, T, D]
-    k = rotary_into_heads(kx, cos, sin, H);                            // [B, H, T, D]
-  } else {
-    q = apply_rotary(heads(qx), cos * inv_sqrt_d, sin * inv_sqrt_d);
-    k = apply_rotary(heads(kx), cos, sin);
+    const double inv_sqrt_d = 1.0 / std::sqrt(static_cast<double>(D));
+    auto q = rotary_into_heads(qx, cos * inv_sqrt_d, sin * inv_sqrt_d, H);  // [B, H, T, D]
+    auto k = rotary_into_heads(kx, cos, sin, H);                            // [B, H, T, D]
+    const bool reduced = q.scalar_type() == torch::kBFloat16 || q.scalar_type() == torch::kHalf;
+    // The lowest finite float rather than -inf where the type holds it: the same zeros after
+    // softmax, without exp(-inf) slow paths. bf16/fp16 cannot hold it: -inf there.
+    const double masked = reduced ? -std::numeric_limits<double>::infinity()
+                                  : static_cast<double>(std::numeric_limits<float>::lowest());
+    auto mask = torch::zeros({T, T}, x.options().dtype(q.scalar_type()))
+                    .masked_fill_(torch::ones({T, T}, x.options().dtype(torch::kBool)).triu(1), masked);  // [T, T]
+    auto scores = torch::baddbmm(mask, q.reshape({B * H, T, D}), k.reshape({B * H, T, D}).transpose(1, 2))
+                      .view({B, H, T, T});            // [B, H, T, T]
+    if (reduced) scores = scores.to(torch::kFloat);  // softmax in fp32 for bf16/fp16
+    auto probs = torch::softmax(scores, /*dim=*/-1);  // [B, H, T, T]
+    if (reduced) probs = probs.to(q.scalar_type());
+    auto y = torch::matmul(probs, v);  // [B, H, T, D]
+    return o_proj(y.transpose(1, 2).contiguous().view({B, T, C}));  // [B, T, C]
   }
-  auto v = heads(v_proj(x));  // [B, H, T, D]
-  const bool reduced = q.scalar_type() == torch::kBFloat16 || q.scalar_type() == torch::kHalf;
-  // The lowest finite float rather than -inf where the type holds it: the same zeros after
-  // softmax, without exp(-inf) slow paths. bf16/fp16 cannot hold it: -inf there.
-  const double masked = reduced ? -std::numeric_limits<double>::infinity()
-                                : static_cast<double>(std::numeric_limits<float>::lowest());
-  auto mask = torch::zeros({T, T}, x.options().dtype(q.scalar_type()))
-                  .masked_fill_(torch::ones({T, T}, x.options().dtype(torch::kBool)).triu(1), masked);  // [T, T]
-  auto scores = torch::baddbmm(mask, q.reshape({B * H, T, D}), k.reshape({B * H, T, D}).transpose(1, 2))
-                    .view({B, H, T, T});            // [B, H, T, T]
-  if (reduced) scores = scores.to(torch::kFloat);  // softmax in fp32 for bf16/fp16
-  auto probs = torch::softmax(scores, /*dim=*/-1);  // [B, H, T, T]
-  if (reduced) probs = probs.to(q.scalar_type());
-  auto y = torch::matmul(probs, v);  // [B, H, T, D]
 #endif
+  // The generic path: what GPUs run (fused attention in LibTorch 2.x), and the CPU with its fast
+  // paths off (tests/train/generic_path_test.cpp).
+  auto q = apply_rotary(heads(qx), cos, sin);  // [B, H, T, D]
+  auto k = apply_rotary(heads(kx), cos, sin);  // [B, H, T, D]
+  auto y = compat::causal_attention(q, k, v);  // [B, H, T, D]
   return o_proj(y.transpose(1, 2).contiguous().view({B, T, C}));  // [B, T, C]
 }
 

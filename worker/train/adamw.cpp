@@ -11,6 +11,8 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include "worker/model/fused_cpu_ops.h"
+
 namespace relora::train {
 
 ResetMode parse_reset_mode(const std::string& name) {
@@ -141,7 +143,7 @@ void fused_adamw(T* p, const T* g, T* m, T* v, int64_t n, double grad_scale, dou
 
 bool fusable(const AdamW::Entry& e, const torch::Tensor& grad) {
   const auto t = e.param.scalar_type();
-  return e.param.device().is_cpu() && grad.device().is_cpu() && (t == torch::kFloat || t == torch::kDouble) &&
+  return model::cpu_fast_paths() && e.param.device().is_cpu() && grad.device().is_cpu() && (t == torch::kFloat || t == torch::kDouble) &&
          grad.scalar_type() == t && e.param.is_contiguous() && grad.is_contiguous() && e.exp_avg.is_contiguous() &&
          e.exp_avg_sq.is_contiguous() && !grad.is_sparse();
 }
@@ -180,9 +182,10 @@ double AdamW::grad_norm() const {
   for (const auto& e : entries_) {
     const auto& g = e.param.grad();
     if (!g.defined()) continue;
-    if (g.device().is_cpu() && g.is_contiguous() && g.scalar_type() == torch::kFloat) {
+    const bool fast = model::cpu_fast_paths() && g.device().is_cpu() && g.is_contiguous();
+    if (fast && g.scalar_type() == torch::kFloat) {
       total += sum_of_squares(g.data_ptr<float>(), g.numel());
-    } else if (g.device().is_cpu() && g.is_contiguous() && g.scalar_type() == torch::kDouble) {
+    } else if (fast && g.scalar_type() == torch::kDouble) {
       total += sum_of_squares(g.data_ptr<double>(), g.numel());
     } else {
       const double n = g.norm().item<double>();

@@ -17,11 +17,13 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/autocast_mode.h>
 #include <torch/version.h>
 #ifdef RELORA_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <torch/cuda.h>
 #endif
+
+#include "worker/model/torch_compat.h"
 
 namespace relora::train {
 
@@ -63,38 +65,55 @@ void configure_threads(int intra_op_threads) {
   if (intra_op_threads > 0) at::set_num_threads(intra_op_threads);
 }
 
-// The autocast switches were renamed in LibTorch 2.x; this is the one place that knows.
 Bf16Autocast::Bf16Autocast(bool enabled, c10::Device device) : enabled_(enabled), cuda_(device.is_cuda()) {
-  if (!enabled_) return;
-#if TORCH_VERSION_MAJOR >= 2
-  const auto type = cuda_ ? at::kCUDA : at::kCPU;
-  at::autocast::set_autocast_dtype(type, at::kBFloat16);
-  at::autocast::set_autocast_enabled(type, true);
-#else
-  if (cuda_) {
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-    at::autocast::set_enabled(true);
-  } else {
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-    at::autocast::set_cpu_enabled(true);
-  }
-#endif
+  if (enabled_) model::compat::set_bf16_autocast(cuda_, true);
 }
 
 Bf16Autocast::~Bf16Autocast() {
-  if (!enabled_) return;
-#if TORCH_VERSION_MAJOR >= 2
-  at::autocast::set_autocast_enabled(cuda_ ? at::kCUDA : at::kCPU, false);
-#else
-  if (cuda_) at::autocast::set_enabled(false);
-  else at::autocast::set_cpu_enabled(false);
-#endif
-  at::autocast::clear_cache();
+  if (enabled_) model::compat::set_bf16_autocast(cuda_, false);
 }
 
 void synchronize_device(c10::Device device) {
 #ifdef RELORA_WITH_CUDA
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
+#else
+  (void)device;
+#endif
+}
+
+#ifdef RELORA_WITH_CUDA
+namespace {
+// The caching allocator sets a device up lazily, when the first tensor is allocated there; until
+// then its statistics calls fail with "Invalid device argument" (gpu_bench called resetPeakStats
+// before the trainer had allocated anything). One small allocation sets the device up.
+void set_up_allocator(c10::Device device) { (void)at::empty({1}, at::TensorOptions().device(device)); }
+}  // namespace
+#endif
+
+DeviceMemory device_memory(c10::Device device) {
+  DeviceMemory m;
+#ifdef RELORA_WITH_CUDA
+  if (device.is_cuda()) {
+    set_up_allocator(device);
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    // Index 0 is StatType::AGGREGATE (the enum's namespace moved in LibTorch 2.6).
+    m.allocated = stats.allocated_bytes[0].current;
+    m.reserved = stats.reserved_bytes[0].current;
+    m.peak_allocated = stats.allocated_bytes[0].peak;
+    m.peak_reserved = stats.reserved_bytes[0].peak;
+  }
+#else
+  (void)device;
+#endif
+  return m;
+}
+
+void reset_device_memory_peak(c10::Device device) {
+#ifdef RELORA_WITH_CUDA
+  if (device.is_cuda()) {
+    set_up_allocator(device);
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+  }
 #else
   (void)device;
 #endif

@@ -41,6 +41,14 @@ class Bf16Autocast {
 // Waits for the work queued on `device` (a no-op on the CPU), so host clocks time real work.
 void synchronize_device(c10::Device device);
 
+// The CUDA caching allocator's figures for `device`, in bytes; -1 on the CPU and in builds
+// without CUDA. Peaks since the process started or since reset_device_memory_peak.
+struct DeviceMemory {
+  int64_t allocated = -1, reserved = -1, peak_allocated = -1, peak_reserved = -1;
+};
+DeviceMemory device_memory(c10::Device device);
+void reset_device_memory_peak(c10::Device device);
+
 // Best FLOP/s of a few 2048x2048 matrix products in `dtype` on `device`: the peak that
 // utilisation figures (MFU) divide by, measured on the machine that trains. Takes ~0.5 s on a CPU.
 double measure_matmul_peak_flops(c10::ScalarType dtype, c10::Device device);

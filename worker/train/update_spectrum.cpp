@@ -1,7 +1,8 @@
 #include "worker/train/update_spectrum.h"
 
-#include <torch/linalg.h>
 #include <torch/torch.h>
+
+#include "worker/model/torch_compat.h"
 
 namespace relora::train {
 
@@ -9,7 +10,7 @@ UpdateSpectrum update_spectrum(const torch::Tensor& current, const torch::Tensor
                                double relative_threshold) {
   torch::NoGradGuard no_grad;
   auto delta = current.detach().to(torch::kCPU, torch::kFloat64) - reference.detach().to(torch::kCPU, torch::kFloat64);
-  auto sv = torch::linalg::svdvals(delta, c10::nullopt).contiguous();  // [min(out, in)] descending
+  auto sv = model::compat::singular_values(delta).contiguous();  // [min(out, in)] descending
   UpdateSpectrum out;
   out.singular_values.assign(sv.data_ptr<double>(), sv.data_ptr<double>() + sv.numel());
   const double sigma_max = out.singular_values.empty() ? 0.0 : out.singular_values.front();
