@@ -44,6 +44,7 @@ fi
 
 # What relora's CMake needs (see CMakeLists.txt, proto/, common/, coordinator/, client/, worker/,
 # tests/): -dev packages and the tools run at build time.
+# shellcheck disable=SC2034  # read through closure's namerefs
 SEEDS=(
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libre2-dev libc-ares-dev libssl-dev zlib1g-dev
@@ -57,6 +58,7 @@ SEEDS=(
 # On every Debian/Ubuntu system (or only needed by maintainer scripts): never shipped. The GPU
 # machine's own libc/libstdc++ must be used; its libstdc++ must be at least as new as Debian 12's
 # (GCC 12), which holds for Ubuntu 24.04.
+# shellcheck disable=SC2034  # read through closure's namerefs
 EXCLUDE=(
   libc6 libc6-dev libc-dev-bin linux-libc-dev libcrypt1 libcrypt-dev libgcc-s1 gcc-12-base
   libstdc++6 libnsl2 libnsl-dev libtirpc3 libtirpc-dev libtirpc-common rpcsvc-proto
@@ -77,6 +79,7 @@ EXCLUDE=(
 #     LibTorch, so libgloo0 and its Redis/ibverbs transports are not needed).
 #   libcurl4*, libprometheus-cpp-push1.0: prometheus-cpp's CMake config requires CURL and its push
 #     library to exist, but relora links only core and pull, so they are never loaded.
+# shellcheck disable=SC2034  # read through closure's namerefs
 NO_FOLLOW=(libgloo-dev libcurl4 libcurl4-openssl-dev libprometheus-cpp-push1.0)
 
 # The debugger, resolved and extracted apart from the build's packages: its libraries never go on
@@ -88,7 +91,9 @@ NO_FOLLOW=(libgloo-dev libcurl4 libcurl4-openssl-dev libprometheus-cpp-push1.0)
 # its curl, GnuTLS, Kerberos and LDAP it would add 8 MB for a feature that needs the internet.
 # A stub with the same symbols is built in its place (gdb calls it only when DEBUGINFOD_URLS is
 # set and debuginfod is enabled; the wrapper disables it).
+# shellcheck disable=SC2034  # read through closure's namerefs
 GDB_SEEDS=(gdb-minimal)
+# shellcheck disable=SC2034  # read through closure's namerefs
 GDB_EXCLUDE=(libc6 libgcc-s1 libstdc++6 gcc-12-base libdebuginfod1 readline-common)
 
 in_list() {  # in_list NAME ITEMS...
@@ -116,49 +121,42 @@ direct_deps() {
       }'
 }
 
-echo "gpu-prepare: resolving the package set"
-declare -A seen=()
-queue=()
-for p in "${SEEDS[@]}"; do
-  seen[$p]=1
-  queue+=("$p")
-done
-while [ "${#queue[@]}" -gt 0 ]; do
-  follow=()
-  for p in "${queue[@]}"; do in_list "$p" "${NO_FOLLOW[@]}" || follow+=("$p"); done
-  queue=()
-  [ "${#follow[@]}" -gt 0 ] || break
-  while read -r _ dep; do
-    dep=${dep%%:*}  # "pkg:any" -> "pkg"
-    [ -n "$dep" ] || continue
-    in_list "$dep" "${EXCLUDE[@]}" && continue
-    [ -n "${seen[$dep]:-}" ] && continue
-    seen[$dep]=1
-    queue+=("$dep")
-  done < <(direct_deps "${follow[@]}")
-done
-mapfile -t PACKAGES < <(printf '%s\n' "${!seen[@]}" | sort)
+# closure OUT SEEDS EXCLUDE NO_FOLLOW (array names): the packages reachable from the seeds through
+# direct dependencies, sorted, without the excluded ones; the no-follow ones are kept, but their
+# own dependencies are not followed.
+closure() {
+  local -n out_=$1 seeds_=$2 exclude_=$3 no_follow_=$4
+  local -A seen_=()
+  local -a queue_=() follow_=()
+  local p dep
+  for p in "${seeds_[@]}"; do
+    seen_[$p]=1
+    queue_+=("$p")
+  done
+  while [ "${#queue_[@]}" -gt 0 ]; do
+    follow_=()
+    for p in "${queue_[@]}"; do in_list "$p" "${no_follow_[@]}" || follow_+=("$p"); done
+    queue_=()
+    [ "${#follow_[@]}" -gt 0 ] || break
+    while read -r _ dep; do
+      dep=${dep%%:*}  # "pkg:any" -> "pkg"
+      [ -n "$dep" ] || continue
+      in_list "$dep" "${exclude_[@]}" && continue
+      [ -n "${seen_[$dep]:-}" ] && continue
+      seen_[$dep]=1
+      queue_+=("$dep")
+    done < <(direct_deps "${follow_[@]}")
+  done
+  # shellcheck disable=SC2034  # out_ is the caller's array, written through the nameref
+  mapfile -t out_ < <(printf '%s\n' "${!seen_[@]}" | sort)
+}
 
+echo "gpu-prepare: resolving the package set"
+closure PACKAGES SEEDS EXCLUDE NO_FOLLOW
 # The debugger's packages: the same walk, every dependency followed.
-declare -A gdb_seen=()
-queue=()
-for p in "${GDB_SEEDS[@]}"; do
-  gdb_seen[$p]=1
-  queue+=("$p")
-done
-while [ "${#queue[@]}" -gt 0 ]; do
-  follow=("${queue[@]}")
-  queue=()
-  while read -r _ dep; do
-    dep=${dep%%:*}
-    [ -n "$dep" ] || continue
-    in_list "$dep" "${GDB_EXCLUDE[@]}" && continue
-    [ -n "${gdb_seen[$dep]:-}" ] && continue
-    gdb_seen[$dep]=1
-    queue+=("$dep")
-  done < <(direct_deps "${follow[@]}")
-done
-mapfile -t GDB_PACKAGES < <(printf '%s\n' "${!gdb_seen[@]}" | sort)
+# shellcheck disable=SC2034  # read through closure's namerefs
+GDB_NO_FOLLOW=()
+closure GDB_PACKAGES GDB_SEEDS GDB_EXCLUDE GDB_NO_FOLLOW
 
 # Candidate version and architecture of each package: the manifest, and the .deb file names.
 versions_of() {  # versions_of PACKAGES... -> "package version architecture" lines

@@ -78,16 +78,6 @@ torch::Tensor reference_loss(Llama& m, const torch::Tensor& ids) {
                                               ids.narrow(1, 1, T).reshape({-1}));
 }
 
-// Sets the CPU fast paths for its lifetime.
-class FastPaths {
- public:
-  explicit FastPaths(bool on) : was_(model::cpu_fast_paths()) { model::set_cpu_fast_paths(on); }
-  ~FastPaths() { model::set_cpu_fast_paths(was_); }
-
- private:
-  bool was_;
-};
-
 void expect_same_loss_and_grads_once(Llama& m, const torch::Tensor& ids) {
   auto params = m->trainable_parameters();
   for (auto& [name, p] : params) p.mutable_grad() = torch::Tensor();
@@ -112,7 +102,7 @@ void expect_same_loss_and_grads_once(Llama& m, const torch::Tensor& ids) {
 void expect_same_loss_and_grads(Llama& m, const torch::Tensor& ids) {
   for (bool fast : {true, false}) {
     SCOPED_TRACE(fast ? "CPU fast paths" : "generic path (what GPUs run)");
-    FastPaths paths(fast);
+    model::CpuFastPathsGuard paths(fast);
     expect_same_loss_and_grads_once(m, ids);
   }
 }
@@ -209,7 +199,7 @@ void check_clip_and_step() {
 TEST(BenchAdamW, ClipAndStepEqualsClipGradNormThenStep) {
   for (bool fast : {true, false}) {
     SCOPED_TRACE(fast ? "fused update" : "tensor-op update (what GPUs run)");
-    FastPaths paths(fast);
+    model::CpuFastPathsGuard paths(fast);
     check_clip_and_step();
   }
 }

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "common/job_spec.h"
-#include "tests/synthetic_text.h"
 #include "tests/test_paths.h"
+#include "tests/tiny_job.h"
 #include "worker/cluster/gradient_sync.h"
 #include "worker/cluster/host_info.h"
 #include "worker/cluster/process_group.h"
@@ -54,35 +54,8 @@ inline GroupOptions loopback_group(int port, int rank, int world) {
   return g;
 }
 
-struct TinyJob {
-  std::string relora = "{mode: full}";
-  int64_t steps = 12;
-  int64_t grad_accum = 2;
-  int64_t ckpt_every = 0;
-  std::string ckpt_dir;
-};
-
-// The trainer tests' tiny model; the tokenizer is trained once and cached in the build tree.
-inline relora::v1::JobSpec tiny_spec(const TinyJob& job) {
-  const std::string yaml = R"(
-name: tiny
-model: {hidden_size: 64, num_layers: 2, num_heads: 2, intermediate_size: 128, vocab_size: 512}
-data:
-  train: [")" + relora::testing::synthetic_text_file() + R"("]
-  tokenizer_vocab_size: 512
-  seq_len: 32
-  cache_dir: ")" + relora::testing::binary_path("test-cache") + R"("
-training: {steps: )" + std::to_string(job.steps) + R"(, micro_batch_size: 4, grad_accum_steps: )" +
-                           std::to_string(job.grad_accum) + R"(, lr: 0.003, warmup_steps: 2, seed: 7}
-relora: )" + job.relora + R"(
-eval: {every_steps: 0, max_tokens: 2048}
-checkpoint: {dir: ")" + job.ckpt_dir + R"(", every_steps: )" + std::to_string(job.ckpt_every) + R"(, keep: 10}
-)";
-  auto spec = parse_job_spec_yaml(yaml, "tiny.yaml");
-  resolve_job_spec(spec);
-  validate_job_spec(spec);
-  return spec;
-}
+using relora::testing::TinyJob;
+inline relora::v1::JobSpec tiny_spec(const TinyJob& job) { return relora::testing::tiny_job_spec(job); }
 
 // With 14 steps: warm start 2 steps, then ReLoRA cycles of 4: low-rank start at 2, merges at 6
 // and 10, job end at 14.

@@ -12,10 +12,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "common/job_spec.h"
 #include "tests/model/bf16_merge_bound.h"
-#include "tests/synthetic_text.h"
 #include "tests/test_paths.h"
+#include "tests/tiny_job.h"
 #include "worker/model/fused_cpu_ops.h"
 #include "worker/model/linear_cross_entropy.h"
 #include "worker/model/relora_linear.h"
@@ -26,37 +25,6 @@ namespace relora::train {
 namespace {
 
 using relora::testing::TempDir;
-
-class FastPaths {
- public:
-  explicit FastPaths(bool on) : was_(model::cpu_fast_paths()) { model::set_cpu_fast_paths(on); }
-  ~FastPaths() { model::set_cpu_fast_paths(was_); }
-
- private:
-  bool was_;
-};
-
-// The GPU tests' tiny job (tests/gpu/gpu_train_test.cpp), on text instead of random ids.
-relora::v1::JobSpec job(const std::string& dir, const std::string& dtype, const std::string& relora, int steps) {
-  const std::string yaml = R"(
-name: generic
-model: {hidden_size: 64, num_layers: 2, num_heads: 2, intermediate_size: 128, vocab_size: 512}
-data:
-  train: [")" + relora::testing::synthetic_text_file() + R"("]
-  tokenizer_vocab_size: 512
-  seq_len: 32
-  cache_dir: ")" + relora::testing::binary_path("test-cache") + R"("
-training: {steps: )" + std::to_string(steps) + R"(, micro_batch_size: 4, grad_accum_steps: 2, lr: 0.003,
-           warmup_steps: 1, seed: 5, dtype: )" + dtype + R"(}
-relora: )" + relora + R"(
-eval: {every_steps: 0, max_tokens: 2048}
-checkpoint: {dir: ")" + dir + R"(", every_steps: 0, keep: 2}
-)";
-  auto spec = parse_job_spec_yaml(yaml, "generic.yaml");
-  resolve_job_spec(spec);
-  validate_job_spec(spec);
-  return spec;
-}
 
 // Low-rank from step 1, merges with magnitude resets at 3, 5 and 7.
 const char* kRelora =
@@ -80,19 +48,25 @@ TrainRun train(const relora::v1::JobSpec& spec) {
   return run;
 }
 
+// The same 9-step job in `dtype` on the generic path, then on the fast path.
+std::pair<TrainRun, TrainRun> generic_and_fast(const std::string& dtype) {
+  TempDir generic_dir, fast_dir;
+  TrainRun generic;
+  {
+    model::CpuFastPathsGuard off(false);
+    generic = train(relora::testing::tiny_job_spec({kRelora, 9, 2, 0, generic_dir.path(), dtype}));
+  }
+  TrainRun fast = train(relora::testing::tiny_job_spec({kRelora, 9, 2, 0, fast_dir.path(), dtype}));
+  return {std::move(generic), std::move(fast)};
+}
+
 // H200: GpuTrainer.StepsOnCudaBf16ThroughAMergeAndFp32LikeCpu died (SIGSEGV) before its first bf16
 // step, and GpuLocal's worker failed every attempt with "Expected out tensor to have dtype
 // BFloat16, but got float". Here: the generic path's bf16 steps through three merges with
 // optimizer resets and an evaluation, fp32 masters throughout, and losses that agree with the CPU
 // fast path's to bf16 accuracy.
 TEST(TrainGenericPath, Bf16AutocastStepsThroughMergesAndResetsLikeTheFastPath) {
-  TempDir generic_dir, fast_dir;
-  TrainRun generic;
-  {
-    FastPaths off(false);
-    generic = train(job(generic_dir.path(), "bf16", kRelora, 9));
-  }
-  const TrainRun fast = train(job(fast_dir.path(), "bf16", kRelora, 9));
+  const auto [generic, fast] = generic_and_fast("bf16");
   ASSERT_TRUE(generic.summary.completed);
   EXPECT_EQ(generic.summary.merges, 3);
   EXPECT_EQ(generic.summary.optimizer_resets, 3);
@@ -107,13 +81,7 @@ TEST(TrainGenericPath, Bf16AutocastStepsThroughMergesAndResetsLikeTheFastPath) {
 
 // fp32: the generic path and the fast path are the same arithmetic up to summation order.
 TEST(TrainGenericPath, Fp32GenericPathTrainsLikeTheFastPath) {
-  TempDir generic_dir, fast_dir;
-  TrainRun generic;
-  {
-    FastPaths off(false);
-    generic = train(job(generic_dir.path(), "fp32", kRelora, 9));
-  }
-  const TrainRun fast = train(job(fast_dir.path(), "fp32", kRelora, 9));
+  const auto [generic, fast] = generic_and_fast("fp32");
   ASSERT_EQ(generic.losses.size(), fast.losses.size());
   for (size_t i = 0; i < fast.losses.size(); ++i)
     EXPECT_NEAR(generic.losses[i], fast.losses[i], 1e-4 * fast.losses[i]) << "step " << i + 1;
@@ -164,7 +132,7 @@ TEST(TrainGenericPath, ChunkedHeadUnderAutocastMatchesPlainFormulation) {
 // tolerance by 0.00308 (|diff| = 0.0078): the tolerance was wrong, not the merge. The check below
 // uses the bound derived in bf16_merge_bound.h, on both devices.
 TEST(TrainGenericPath, MergeUnderBf16AutocastWithinTheRoundingBound) {
-  FastPaths off(false);
+  model::CpuFastPathsGuard off(false);
   torch::manual_seed(1);
   model::ReloraLinear layer(256, 192);
   layer->enable_lora({16, 16.0, 0.0}, 21);

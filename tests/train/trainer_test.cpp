@@ -8,8 +8,8 @@
 #include <torch/torch.h>
 
 #include "common/job_spec.h"
-#include "tests/synthetic_text.h"
 #include "tests/test_paths.h"
+#include "tests/tiny_job.h"
 #include "worker/train/safetensors.h"
 
 namespace relora::train {
@@ -18,27 +18,10 @@ namespace {
 namespace fs = std::filesystem;
 using relora::testing::TempDir;
 
-// A tiny model so each run takes about a second; the tokenizer is trained once and cached in the
-// build tree for all tests.
+// The shared tiny job (tests/tiny_job.h): about a second a run.
 relora::v1::JobSpec tiny_spec(const std::string& ckpt_dir, const std::string& relora_yaml,
                               int64_t steps = 12, int64_t ckpt_every = 3) {
-  const std::string yaml = R"(
-name: tiny
-model: {hidden_size: 64, num_layers: 2, num_heads: 2, intermediate_size: 128, vocab_size: 512}
-data:
-  train: [")" + relora::testing::synthetic_text_file() + R"("]
-  tokenizer_vocab_size: 512
-  seq_len: 32
-  cache_dir: ")" + relora::testing::binary_path("test-cache") + R"("
-training: {steps: )" + std::to_string(steps) + R"(, micro_batch_size: 4, grad_accum_steps: 2, lr: 0.003, warmup_steps: 2, seed: 7}
-relora: )" + relora_yaml + R"(
-eval: {every_steps: 0, max_tokens: 2048}
-checkpoint: {dir: ")" + ckpt_dir + R"(", every_steps: )" + std::to_string(ckpt_every) + R"(, keep: 10}
-)";
-  auto spec = parse_job_spec_yaml(yaml, "tiny.yaml");
-  resolve_job_spec(spec);
-  validate_job_spec(spec);
-  return spec;
+  return relora::testing::tiny_job_spec({relora_yaml, steps, /*grad_accum=*/2, ckpt_every, ckpt_dir});
 }
 
 const char* kRelora =

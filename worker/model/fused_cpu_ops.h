@@ -18,6 +18,18 @@ namespace relora::model {
 bool cpu_fast_paths();
 void set_cpu_fast_paths(bool enabled);
 
+// Sets the CPU fast paths for its lifetime (tests), then restores what they were.
+class CpuFastPathsGuard {
+ public:
+  explicit CpuFastPathsGuard(bool on) : was_(cpu_fast_paths()) { set_cpu_fast_paths(on); }
+  ~CpuFastPathsGuard() { set_cpu_fast_paths(was_); }
+  CpuFastPathsGuard(const CpuFastPathsGuard&) = delete;
+  CpuFastPathsGuard& operator=(const CpuFastPathsGuard&) = delete;
+
+ private:
+  bool was_;
+};
+
 // True where the kernels below apply: a CPU tensor of a floating type they handle, with the CPU
 // fast paths on.
 bool fused_cpu_kernels_apply(const torch::Tensor& x);
