@@ -124,9 +124,13 @@ TEST_F(SecureCoordinator, WorkerRegistersOnlyWithTheWorkerTokenOverMutualTls) {
   };
   {
     RunningBinary wrong(worker_binary, worker_args(files_.file("client-token")));
-    std::this_thread::sleep_for(std::chrono::seconds(3));
+    // Until the worker has tried: it loads LibTorch first, which takes seconds on a loaded machine
+    // (a fixed 3 s wait failed there with no output yet).
+    const std::string rejected = "rejected this worker's token";
+    for (int i = 0; i < 300 && (wrong.err_so_far() + wrong.out_so_far()).find(rejected) == std::string::npos; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     EXPECT_EQ(registered(), 0u);
-    EXPECT_THAT(wrong.err_so_far() + wrong.out_so_far(), HasSubstr("rejected this worker's token"));
+    EXPECT_THAT(wrong.err_so_far() + wrong.out_so_far(), HasSubstr(rejected));
   }
   RunningBinary right(worker_binary, worker_args(files_.file("worker-token")));
   bool seen = false;
