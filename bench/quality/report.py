@@ -1,18 +1,23 @@
 #!/usr/bin/python3
-"""Plots and tables of a bench/quality run (reads <out>/<profile>/results.json from run.py).
+"""Plots and tables of the quality experiment, from the compact results that bench/quality/run.py
+writes (committed as bench/quality/results/<profile>.json), so they can be recomputed without
+rerunning anything:
 
-  /usr/bin/python3 bench/quality/report.py [--results bench/quality/out/full/results.json]
-                                           [--img-dir docs/results] [--prefix tpp20_]
+  /usr/bin/python3 bench/quality/report.py [--results bench/quality/results/tpp80.json]
+                                           [--img-dir docs/results] [--prefix tpp80_] [--tables PATH]
 
-Writes loss_curves.png, lr_schedule.png and update_spectrum.png (each name after --prefix) to
---img-dir and the markdown tables to results.md beside results.json (docs/results.md quotes them). Needs numpy and
-matplotlib: Debian's python3-numpy and python3-matplotlib (scripts/setup.sh installs them), so run
-it with /usr/bin/python3.
+Writes loss_curves.png, lr_schedule.png and update_spectrum.png (each name after --prefix; default
+"<profile>_", none for the `full` profile) to --img-dir and the markdown tables (docs/results.md
+quotes them) to --tables (default: the results file with .md for .json) and stdout. A run.py
+results.json (bench/quality/out/<profile>/results.json, per-step curves) is read too: it is compacted
+first, with run.py's own code. Needs numpy and matplotlib: Debian's python3-numpy and
+python3-matplotlib (scripts/setup.sh installs them), so run it with /usr/bin/python3.
 """
 import argparse
 import json
 import math
 import os
+import sys
 
 import matplotlib
 
@@ -22,6 +27,7 @@ import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+COMPACT_FORMAT = "relora-quality-compact/1"  # run.py's
 
 # Perplexity on C4 validation at 130M, from ../shared/docs/relora-spec.md (the paper's later
 # version; Table 6 for the ablation rows). None: the spec gives no 130M number for that row.
@@ -93,10 +99,22 @@ def register_sweep_runs(names):
 
 
 def smooth(values, window):
+    """Moving mean over `window` consecutive values (as many values as there are full windows)."""
     if len(values) < window:
-        return np.asarray(values)
+        return np.asarray(values, dtype=float)
     kernel = np.ones(window) / window
-    return np.convolve(values, kernel, mode="valid")
+    return np.convolve(np.asarray(values, dtype=float), kernel, mode="valid")
+
+
+def train_curve(r, window, bin_steps):
+    """(steps, training loss) as a `window`-step mean: the compact file holds means over bins of
+    `bin_steps` steps, so this is a moving mean of window / bin_steps of them, at each bin's end."""
+    t = r.get("train_loss") or {}
+    steps, loss = t.get("step") or [], t.get("loss") or []
+    k = max(1, round(window / bin_steps))
+    if len(loss) < k:
+        return np.asarray(steps), np.asarray(loss, dtype=float)
+    return np.asarray(steps[k - 1:]), smooth(loss, k)
 
 
 def best_of(runs, names):
@@ -118,7 +136,7 @@ def rank(r, layer, key):
     return None
 
 
-def plot_losses(runs, path, window):
+def plot_losses(runs, path, window, bin_steps):
     best = [r["run"] for r in (best_of(runs, FULL), best_of(runs, LORA_FROM_SCRATCH), best_of(runs, RELORA)) if r]
     groups = [("Main runs (each method at its best learning rate)", ["control", "lora_warm"] + best),
               ("Learning-rate sweep (peak rates)", FULL + LORA_FROM_SCRATCH + RELORA)]
@@ -126,26 +144,27 @@ def plot_losses(runs, path, window):
         groups.append(("Ablations (from scratch, paper Table 6)",
                        ["lora", "abl_restarts", "abl_restarts_reset", "abl_restarts_jagged", "relora"]))
     fig, axes = plt.subplots(1, len(groups), figsize=(5.7 * len(groups), 4.8), sharey=True)
+    lows = []
     for ax, (title, names) in zip(axes, groups):
         for name in names:
             r = runs.get(name)
-            if not r or not r["train"]:
+            if not r:
                 continue
             color, ls = STYLE[name]
-            steps = np.array([t["step"] for t in r["train"]])
-            loss = np.array([t["loss"] for t in r["train"]])
-            y = smooth(loss, window)
-            ax.plot(steps[window - 1:] if len(loss) >= window else steps, y, color=color, ls=ls, lw=1.2,
-                    label=r["label"] + ("" if r["status"] == "ok" else f" ({r['status']})"))
-            if r["eval"]:
-                ax.plot([e["step"] for e in r["eval"]], [e["loss"] for e in r["eval"]], "o", color=color, ms=3)
+            x, y = train_curve(r, window, bin_steps)
+            if len(y):
+                lows.append(float(y.min()))
+                ax.plot(x, y, color=color, ls=ls, lw=1.2,
+                        label=r["label"] + ("" if r["status"] == "ok" else f" ({r['status']})"))
+            if r["eval"]["step"]:
+                lows.append(min(r["eval"]["loss"]))
+                ax.plot(r["eval"]["step"], r["eval"]["loss"], "o", color=color, ms=3)
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0].set_ylabel(f"training loss ({window}-step mean); dots: validation loss")
-    lows = [min(e["loss"] for e in r["eval"]) for r in runs.values() if r["eval"]]
-    lows += [float(smooth([t["loss"] for t in r["train"]], window).min()) for r in runs.values() if r["train"]]
+    axes[0].set_ylabel(f"training loss ({max(1, round(window / bin_steps)) * bin_steps}-step mean); "
+                       "dots: validation loss")
     lo = min(lows, default=3.0)
     axes[0].set_ylim(lo - 0.1, lo + 2.7)
     fig.tight_layout()
@@ -157,11 +176,11 @@ def plot_lr(runs, path):
     fig, ax = plt.subplots(figsize=(9, 3.5))
     for name in ["full", "lora", "lora_warm", "relora", "abl_restarts_reset", "abl_restarts_jagged"]:
         r = runs.get(name)
-        if not r or not r["train"]:
+        if not r or not r["lr"]["step"]:
             continue
         color, ls = STYLE[name]
-        ax.plot([t["step"] for t in r["train"]], [t["lr"] for t in r["train"]], color=color, ls=ls, lw=1.2,
-                label=r["label"])
+        # The schedule as run.py simplified it: linear between the kept steps, within 0.1% of the peak.
+        ax.plot(r["lr"]["step"], r["lr"]["lr"], color=color, ls=ls, lw=1.2, label=r["label"])
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
     ax.set_title("Learning-rate schedules (jagged cosine for ReLoRA; re-warm off in the no-jagged ablations)")
@@ -199,7 +218,9 @@ def plot_spectra(runs, path, threshold, lora_rank):
                 if r and r.get("spectrum") else None
             if not spec or key not in spec:
                 continue
-            sv = np.array(spec[key]["singular_values"])
+            if any(v is None for v in spec[key]["singular_values"]):  # not finite (a diverged run)
+                continue
+            sv = np.array(spec[key]["singular_values"], dtype=float)
             if sv.size == 0 or sv[0] <= 0:
                 continue
             color, _ = STYLE[name]
@@ -220,21 +241,34 @@ def plot_spectra(runs, path, threshold, lora_rank):
     plt.close(fig)
 
 
-def tables(doc):
+def fmt_int(v):
+    return f"{v:,}" if isinstance(v, int) else "-"
+
+
+def tables(doc, source_name):
     runs = {r["run"]: r for r in doc["runs"]}
     best_full = best_of(runs, FULL)
     full = ppl(best_full) if best_full else None
-    lines = [f"Gaps are to the best full-rank run ({best_full['label'] if best_full else '-'}).", "",
+    src = doc.get("source") or {}
+    made = [f"profile `{doc['profile']}`"]
+    if src.get("commit"):
+        dirty = " with uncommitted changes" if src.get("uncommitted_changes") else ""
+        made.append(f"checkout {src['commit']}{dirty}")
+    if doc.get("started"):
+        made.append(f"run.py {doc['started']} to {doc.get('finished')}")
+    lines = [f"Generated by `bench/quality/report.py` from `{source_name}` ({', '.join(made)}).", "",
+             f"Gaps are to the best full-rank run ({best_full['label'] if best_full else '-'}).", "",
              "| run | trainable params | val. perplexity | gap to full-rank | paper 130M | merges | train time |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in doc["runs"]:
         p = ppl(r)
         s = r["summary"]
         gap = f"{p - full:+.2f}" if p is not None and full is not None else "-"
-        lines.append(f"| {r['label']} | {s.get('trainable_parameters', '-'):,} | "
+        secs = s.get("train_seconds")
+        lines.append(f"| {r['label']} | {fmt_int(s.get('trainable_parameters'))} | "
                      f"{f'{p:.2f}' if p is not None else r['status']} | {gap} | "
                      f"{PAPER_130M.get(r['run']) or '-'} | {s.get('merges', '-')} | "
-                     f"{s.get('train_seconds', 0):.0f} s |")
+                     f"{f'{secs:.0f} s' if isinstance(secs, (int, float)) else '-'} |")
     out = ["\n".join(lines), ""]
     layers = sorted({l["name"] for r in doc["runs"] for l in (r.get("spectrum") or {}).get("layers", [])},
                     key=lambda n: 0 if "self_attn" in n else 1)
@@ -249,6 +283,19 @@ def tables(doc):
                 cells.append("-" if v is None else str(v))
         lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
     out += ["\n".join(lines), ""]
+    # The validation curve and the final losses (the overfitting check of docs/results.md).
+    steps = sorted({s for r in doc["runs"] for s in r["eval"]["step"]})
+    lines = ["Validation perplexity at each evaluation; final training loss (last step) and validation loss.", "",
+             "| run | " + " | ".join(f"step {s}" for s in steps) + " | final train loss | val. loss | difference |",
+             "|---|" + "---:|" * (len(steps) + 3)]
+    for r in doc["runs"]:
+        at = dict(zip(r["eval"]["step"], r["eval"]["perplexity"]))
+        s = r["summary"]
+        tl, vl = s.get("final_train_loss"), s.get("eval_loss")
+        ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (tl, vl))
+        lines.append(f"| {r['label']} | " + " | ".join(f"{at[x]:.2f}" if x in at else "-" for x in steps) +
+                     (f" | {tl:.2f} | {vl:.2f} | {vl - tl:.2f} |" if ok else " | - | - | - |"))
+    out += ["\n".join(lines), ""]
     lora, relora = best_of(runs, LORA_FROM_SCRATCH), best_of(runs, RELORA)
     if lora and relora and full is not None:
         g_lora = ppl(lora) - full
@@ -256,30 +303,88 @@ def tables(doc):
         out.append(f"Best of each method's learning rates: ReLoRA gap {g_relora:+.2f} ({relora['label']}), "
                    f"LoRA-from-scratch gap {g_lora:+.2f} ({lora['label']}): ratio {g_relora / g_lora:.3f} "
                    f"(acceptance: <= 0.5)")
+        paper_rate = runs.get("relora")  # ReLoRA at low_rank_lr, the paper's 2x
+        if paper_rate is not None and ppl(paper_rate) is not None and paper_rate is not relora:
+            g = ppl(paper_rate) - full
+            out.append(f"\nReLoRA at the paper's 2x rate ({paper_rate['label']}): gap {g:+.2f}, ratio {g / g_lora:.3f}")
+        out.append(switch_figures(doc, runs, best_full, lora, relora))
     return "\n".join(out) + "\n"
+
+
+def eval_at(r, step):
+    at = dict(zip(r["eval"]["step"], r["eval"]["loss"]))
+    return at.get(step)
+
+
+def switch_figures(doc, runs, best_full, lora, relora):
+    """The figures of docs/results.md's token-budget table for this profile: validation perplexity
+    where the warm start ends (the warm-started ReLoRA run is full-rank at the profile's lr up to
+    there), and how much full-rank and ReLoRA gain after it (validation loss, nats)."""
+    switch = doc["params"].get("warm_start")
+    warm = runs.get("relora")
+    at_switch = eval_at(warm, switch) if warm else None
+    lora_at = eval_at(lora, switch)
+    if at_switch is None or lora_at is None:
+        return ""
+    full_gain = at_switch - best_full["summary"]["eval_loss"]
+    relora_gain = at_switch - relora["summary"]["eval_loss"]
+    return (f"\nAt the switch (step {switch}): validation perplexity {math.exp(at_switch):.2f} (the warm start, "
+            f"full-rank at lr {doc['params']['lr']:g}) against {math.exp(lora_at):.2f} ({lora['label']}). Gain after "
+            f"it: full-rank {full_gain:.3f} nats ({best_full['label']}), ReLoRA {relora_gain:.3f} "
+            f"({relora['label']}): ReLoRA recovers {relora_gain / full_gain:.0%} of it, misses "
+            f"{full_gain - relora_gain:.3f}.")
+
+
+def load(path):
+    """The compact results at `path`; a run.py results.json is compacted first (run.py's code)."""
+    with open(path) as f:
+        doc = json.load(f)
+    if doc.get("format") == COMPACT_FORMAT:
+        return doc
+    if "format" in doc:
+        sys.exit(f"{path}: format {doc['format']!r}, this report reads {COMPACT_FORMAT!r}")
+    sys.path.insert(0, HERE)
+    import run  # noqa: E402  (bench/quality/run.py: standard library only)
+    return run.compact(doc)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--results", default=os.path.join(HERE, "out", "full", "results.json"))
+    ap.add_argument("--results", default=os.path.join(HERE, "results", "tpp80.json"),
+                    help="compact results from run.py (or a run.py results.json)")
     ap.add_argument("--img-dir", default=os.path.join(ROOT, "docs", "results"))
-    ap.add_argument("--smooth", type=int, default=25, help="training-loss moving-average window (steps)")
-    ap.add_argument("--prefix", default="", help="prefix of the plot file names (e.g. tpp20_)")
+    ap.add_argument("--smooth", type=int, default=25,
+                    help="training-loss mean window (steps; a multiple of the file's train_loss_bin, 25)")
+    ap.add_argument("--prefix", help="prefix of the plot file names (default <profile>_; none for `full`)")
+    ap.add_argument("--tables", help="markdown tables output (default: --results with .md for .json)")
+    ap.add_argument("--no-plots", action="store_true",
+                    help="only the tables (e.g. for a file of a few runs, such as a seed repeat)")
     args = ap.parse_args()
-    with open(args.results) as f:
-        doc = json.load(f)
+    doc = load(args.results)
     runs = {r["run"]: r for r in doc["runs"]}
     register_sweep_runs(runs)
-    os.makedirs(args.img_dir, exist_ok=True)
-    threshold = next((r["spectrum"]["relative_threshold"] for r in doc["runs"] if r.get("spectrum")), 0.01)
-    plot_losses(runs, os.path.join(args.img_dir, args.prefix + "loss_curves.png"), args.smooth)
-    plot_lr(runs, os.path.join(args.img_dir, args.prefix + "lr_schedule.png"))
-    plot_spectra(runs, os.path.join(args.img_dir, args.prefix + "update_spectrum.png"), threshold, doc["params"]["rank"])
-    text = tables(doc)
-    with open(os.path.join(os.path.dirname(args.results), "results.md"), "w") as f:
+    bin_steps = doc["train_loss_bin"]
+    if args.smooth % bin_steps:
+        print(f"note: --smooth {args.smooth} rounded to {max(1, round(args.smooth / bin_steps)) * bin_steps} steps "
+              f"(the file holds {bin_steps}-step means)", file=sys.stderr)
+    prefix = args.prefix if args.prefix is not None else ("" if doc["profile"] == "full" else doc["profile"] + "_")
+    if not args.no_plots:
+        os.makedirs(args.img_dir, exist_ok=True)
+        threshold = next((r["spectrum"]["relative_threshold"] for r in doc["runs"] if r.get("spectrum")), 0.01)
+        plot_losses(runs, os.path.join(args.img_dir, prefix + "loss_curves.png"), args.smooth, bin_steps)
+        plot_lr(runs, os.path.join(args.img_dir, prefix + "lr_schedule.png"))
+        plot_spectra(runs, os.path.join(args.img_dir, prefix + "update_spectrum.png"), threshold,
+                     doc["params"]["rank"])
+    try:
+        source_name = os.path.relpath(os.path.abspath(args.results), ROOT)
+    except ValueError:
+        source_name = args.results
+    text = tables(doc, source_name if not source_name.startswith("..") else args.results)
+    tables_path = args.tables or (os.path.splitext(args.results)[0] + ".md")
+    with open(tables_path, "w") as f:
         f.write(text)
     print(text)
-    print(f"plots in {args.img_dir}")
+    print(f"tables in {tables_path}" + ("" if args.no_plots else f"; plots in {args.img_dir} ({prefix}*.png)"))
 
 
 if __name__ == "__main__":

@@ -4,9 +4,14 @@ figure), shrunk to a 2-core CPU: every run is one `relora-worker --standalone` j
 sample in ../shared/data, with the same model family, token budget, seed and data order.
 
   bench/quality/run.py [--profile full|tpp20|tpp80|quick] [--out DIR] [--jobs N] [--only a,b] [--check]
+  bench/quality/run.py --profile tpp80 --compact-only     (no training: recompacts <out>/<profile>/)
 
 Writes <out>/<profile>/<run>/{job.yaml,worker.log,summary.json,ckpt/metrics.jsonl,
-ckpt/update_spectrum.json} and <out>/<profile>/results.json (what bench/quality/report.py plots).
+ckpt/update_spectrum.json} and <out>/<profile>/results.json (everything, per-step curves included;
+git-ignored), and the compact results (--compact; committed as bench/quality/results/<profile>.json
+for the documented profiles): per run its label, settings, status, summary, eval curve, 25-step
+means of the training loss, the learning-rate schedule (simplified, exact to 0.1% of its peak) and
+the update spectra, which is all bench/quality/report.py needs for the tables and plots.
 Standard library only, so the test suite can run the `quick` profile with any python3 (`--check`
 asserts the mechanics: merges happened, ReLoRA's update rank exceeds r, LoRA's does not).
 
@@ -15,6 +20,7 @@ concurrent runs use the machine's two cores without oversubscription (docs/archi
 """
 import argparse
 import concurrent.futures
+import hashlib
 import json
 import math
 import os
@@ -291,6 +297,8 @@ def collect(run, p, out, rc, wall):
                                 f", lr {p['lr']:g}" if run == "full" else ""),
         "status": status,
         "wall_seconds": wall,
+        "model": p["control_model"] if run == "control" else p["model"],
+        "training_lr": FULL_SWEEP.get(run, p["lr"]),
         "relora": relora_section(run, p),
         "eval": [{"step": int(m[0]), "loss": float(m[1]), "perplexity": float(m[2])} for m in EVAL_RE.findall(log)],
         "train": [{"step": s["step"], "loss": s["loss"], "lr": s["lr"]} for s in steps],
@@ -339,6 +347,177 @@ def check(results, p):
     return errors
 
 
+# --- the compact results (bench/quality/results/<profile>.json) ------------------------------------
+COMPACT_FORMAT = "relora-quality-compact/1"
+TRAIN_BIN = 25       # steps per mean of the training loss (report.py's default smoothing window)
+LR_TOLERANCE = 1e-3  # the simplified lr schedule is within this fraction of its peak at every step
+SUMMARY_KEYS = ("mode", "completed", "steps", "merges", "optimizer_resets", "initial_train_loss",
+                "final_train_loss", "eval_loss", "eval_perplexity", "tokens_per_second", "peak_rss_bytes",
+                "trainable_parameters", "total_parameters", "train_seconds")
+
+
+def sig(x, digits=6):
+    """x rounded to `digits` significant digits; a non-finite float becomes None (JSON has no NaN)."""
+    if isinstance(x, float):
+        return float(f"{x:.{digits}g}") if math.isfinite(x) else None
+    return x
+
+
+def bin_means(train, width):
+    """Mean training loss over consecutive `width`-step bins (steps 1..width, width+1..2 width, ...),
+    each at its last step: the `width`-step moving mean sampled every `width` steps."""
+    steps, means = [], []
+    bins = {}
+    for t in train:
+        if isinstance(t["loss"], (int, float)) and math.isfinite(t["loss"]):
+            bins.setdefault((t["step"] - 1) // width, []).append(t)
+    for k in sorted(bins):
+        ts = bins[k]
+        steps.append(ts[-1]["step"])
+        means.append(round(sum(t["loss"] for t in ts) / len(ts), 4))
+    return {"step": steps, "loss": means}
+
+
+def simplify(points, tolerance):
+    """The points (step, value) that linear interpolation needs to stay within `tolerance` of every
+    dropped value (Ramer-Douglas-Peucker on the vertical distance; first and last kept)."""
+    if len(points) < 3:
+        return list(range(len(points)))
+    keep = {0, len(points) - 1}
+    stack = [(0, len(points) - 1)]
+    while stack:
+        a, b = stack.pop()
+        (xa, ya), (xb, yb) = points[a], points[b]
+        worst, at = -1.0, None
+        for i in range(a + 1, b):
+            x, y = points[i]
+            d = abs(y - (ya + (yb - ya) * (x - xa) / (xb - xa)))
+            if d > worst:
+                worst, at = d, i
+        if at is not None and worst > tolerance:
+            keep.add(at)
+            stack += [(a, at), (at, b)]
+    return sorted(keep)
+
+
+def compact_run(r):
+    train = r.get("train") or []
+    lr_points = [(t["step"], t["lr"]) for t in train if isinstance(t.get("lr"), (int, float))]
+    peak = max((abs(v) for _, v in lr_points), default=0.0)
+    kept = [lr_points[i] for i in simplify(lr_points, LR_TOLERANCE * peak)]
+    spectrum = r.get("spectrum")
+    if spectrum:
+        spectrum = dict(spectrum, layers=[
+            {k: ({**v, "singular_values": [sig(x) for x in v["singular_values"]]}
+                 if isinstance(v, dict) and "singular_values" in v else v) for k, v in layer.items()}
+            for layer in spectrum.get("layers", [])])
+    summary = r.get("summary") or {}
+    return {
+        "run": r["run"],
+        "label": r["label"],
+        "status": r["status"],
+        "wall_seconds": None if r.get("wall_seconds") is None else round(r["wall_seconds"], 1),
+        "model": r.get("model"),
+        "training_lr": r.get("training_lr"),
+        "relora": r["relora"],
+        "summary": {k: summary[k] for k in SUMMARY_KEYS if k in summary},
+        "eval": {"step": [e["step"] for e in r["eval"]], "loss": [e["loss"] for e in r["eval"]],
+                 "perplexity": [e["perplexity"] for e in r["eval"]]},
+        "train_loss": dict(bin_means(train, TRAIN_BIN), bin=TRAIN_BIN),
+        "lr": {"step": [s for s, _ in kept], "lr": [sig(v) for _, v in kept]},
+        "spectrum": spectrum,
+    }
+
+
+def compact(doc):
+    """The compact results of a run.py results document (see the module docstring)."""
+    out = {"format": COMPACT_FORMAT,
+           "profile": doc["profile"],
+           "params": doc["params"],
+           "command": doc.get("command"),
+           "data": os.path.basename(doc.get("data") or ""),
+           "source": doc.get("source"),
+           "started": doc.get("started"),    # of the last run.py invocation (--only: of its runs)
+           "finished": doc.get("finished"),
+           "train_loss_bin": TRAIN_BIN,
+           "lr_tolerance": LR_TOLERANCE,
+           "runs": [compact_run(r) for r in doc["runs"]]}
+    return out
+
+
+def dumps_compact(doc):
+    """JSON with one key per line and every list of numbers on one line (small, and diffs readably)."""
+    def enc(v, indent):
+        pad = " " * indent
+        if isinstance(v, dict) and v:
+            return "{\n" + ",\n".join(f"{pad} {json.dumps(k)}: {enc(x, indent + 1)}" for k, x in v.items()) + \
+                "\n" + pad + "}"
+        if isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v):
+            return "[\n" + ",\n".join(f"{pad} {enc(x, indent + 1)}" for x in v) + "\n" + pad + "]"
+        return json.dumps(v, separators=(",", ":"), allow_nan=False)
+    return enc(doc, 0) + "\n"
+
+
+def write_compact(doc, path):
+    text = dumps_compact(compact(doc))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    print(f"compact results: {path} ({len(text) / 1024:.0f} kB)", flush=True)
+
+
+def source_info(worker):
+    """The commit of the checkout when the runs start (and whether it had uncommitted changes) and
+    the worker binary used (its hash: a copied binary's file time says nothing)."""
+    def git(*a):
+        try:
+            return subprocess.run(["git", "-C", ROOT, *a], capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    info = {"commit": git("rev-parse", "--short", "HEAD") or None,
+            "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    if worker:
+        info["worker"] = worker
+        try:
+            with open(worker, "rb") as f:
+                info["worker_sha256"] = hashlib.sha256(f.read()).hexdigest()
+        except OSError:
+            pass
+    return info
+
+
+def earlier_runs(p, out, exclude=(), walls=None):
+    """run -> (rc, wall seconds) for the runs of the profile already in `out` (an earlier invocation;
+    --only reruns a subset): rc 0 when the worker's summary says the job completed."""
+    found = {}
+    for r in p["runs"]:
+        if r in exclude or not os.path.exists(os.path.join(out, r, "worker.log")):
+            continue
+        summary = read_json(os.path.join(out, r, "summary.json"))
+        found[r] = (0 if summary and summary.get("completed", True) else 1, (walls or {}).get(r))
+    return found
+
+
+def compact_existing(args, p, out, compact_path):
+    """--compact-only: the compact results of <out>/<profile>/ as the last run.py left it."""
+    previous = read_json(os.path.join(out, "results.json")) or {}
+    walls = {r["run"]: r.get("wall_seconds") for r in previous.get("runs", [])}
+    done = earlier_runs(p, out, walls=walls)
+    if not done:
+        sys.exit(f"{out}: no runs of profile {args.profile} there")
+    doc = {"profile": args.profile, "params": p, "data": previous.get("data", args.data),
+           "command": previous.get("command"), "source": previous.get("source"),
+           "started": previous.get("started"), "finished": previous.get("finished"),
+           "runs": [collect(r, p, out, *done[r]) for r in p["runs"] if r in done]}
+    if previous.get("params") not in (None, p):
+        print(f"warning: {out}/results.json was written with other parameters than profile {args.profile}"
+              + (" and these --set values" if args.set else ""), file=sys.stderr)
+    write_compact(doc, compact_path)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=sorted(PROFILES), default="tpp80")
@@ -351,6 +530,11 @@ def main():
     ap.add_argument("--check", action="store_true", help="exit 1 unless the mechanics hold (merges, ranks)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                     help="override a profile parameter, e.g. --set lr=0.003 (for probes; not the documented run)")
+    ap.add_argument("--compact", metavar="PATH",
+                    help="where to write the compact results (default: bench/quality/results/<profile>.json "
+                         "when --out is the default and there is no --set, else <out>/<profile>/compact.json)")
+    ap.add_argument("--compact-only", action="store_true",
+                    help="train nothing: write the compact results of the runs already in <out>/<profile>/")
     args = ap.parse_args()
 
     p = dict(PROFILES[args.profile])
@@ -359,13 +543,18 @@ def main():
         if key not in p:
             sys.exit(f"--set {key}: not a parameter of profile {args.profile} ({', '.join(sorted(p))})")
         p[key] = json.loads(value)
+    out = os.path.abspath(os.path.join(args.out, args.profile))
+    default_out = os.path.abspath(args.out) == os.path.abspath(os.path.join(HERE, "out"))
+    committed = os.path.join(HERE, "results", f"{args.profile}.json")
+    compact_path = args.compact or (committed if default_out and not args.set else os.path.join(out, "compact.json"))
+    if args.compact_only:
+        return compact_existing(args, p, out, compact_path)
     worker = os.path.abspath(os.path.join(args.build_dir, "worker", "relora-worker"))
     if not os.path.exists(worker):
         sys.exit(f"{worker}: not built (cmake --build {args.build_dir} --target relora-worker)")
     if not os.path.exists(args.data):
         print(f"skipped: {args.data}: the C4 sample is missing (set RELORA_SHARED_DATA or --data)")
         return 77  # ctest's SKIP_RETURN_CODE in tests/quality
-    out = os.path.abspath(os.path.join(args.out, args.profile))
     cache_dir = os.path.abspath(args.cache_dir or os.path.join(args.out, "cache"))
     args.data = os.path.abspath(args.data)
     os.makedirs(out, exist_ok=True)
@@ -381,20 +570,25 @@ def main():
         sys.exit(f"preparing the data failed: see {os.path.join(out, 'prepare', 'full', 'worker.log')}")
     shutil.rmtree(os.path.join(out, "prepare"), ignore_errors=True)
     done = {}
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    source = source_info(worker)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = {pool.submit(run_one, args.profile, r, p, args.data, out, cache_dir, worker): r for r in runs}
         for fut in concurrent.futures.as_completed(futures):
             done[futures[fut]] = fut.result()
     # Runs of the profile done by an earlier invocation (--only reruns a subset) stay in the results.
-    earlier = [r for r in p["runs"] if r not in done and os.path.exists(os.path.join(out, r, "worker.log"))]
-    for r in earlier:
-        done[r] = (0 if os.path.exists(os.path.join(out, r, "summary.json")) else 1, None)
+    previous = read_json(os.path.join(out, "results.json")) or {}
+    done.update(earlier_runs(p, out, exclude=done,
+                             walls={r["run"]: r.get("wall_seconds") for r in previous.get("runs", [])}))
     results = [collect(r, p, out, *done[r]) for r in p["runs"] if r in done]
 
     doc = {"profile": args.profile, "params": p, "data": args.data,
-           "command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]), "runs": results}
+           "command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+           "source": source, "started": started,
+           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": results}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(doc, f)
+    write_compact(doc, compact_path)
     for r in results:
         ppl = r["summary"].get("eval_perplexity")
         ppl_text = f"{ppl:8.2f}" if isinstance(ppl, (int, float)) and math.isfinite(ppl) else "       -"
