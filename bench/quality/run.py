@@ -552,7 +552,13 @@ def main():
     worker = os.path.abspath(os.path.join(args.build_dir, "worker", "relora-worker"))
     if not os.path.exists(worker):
         sys.exit(f"{worker}: not built (cmake --build {args.build_dir} --target relora-worker)")
-    if not os.path.exists(args.data):
+    if not os.access(args.data, os.R_OK):
+        # A skip only where the shared data folder is absent (a fresh clone); where it exists, a
+        # missing or unreadable sample is a failure: CI has the data and must not pass by skipping.
+        shared = os.path.dirname(os.path.dirname(args.data))
+        if os.path.isdir(shared):
+            print(f"{args.data}: missing or unreadable, though {shared} exists", file=sys.stderr)
+            return 1
         print(f"skipped: {args.data}: the C4 sample is missing (set RELORA_SHARED_DATA or --data)")
         return 77  # ctest's SKIP_RETURN_CODE in tests/quality
     cache_dir = os.path.abspath(args.cache_dir or os.path.join(args.out, "cache"))
