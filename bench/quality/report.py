@@ -344,8 +344,8 @@ def load(path):
     if "format" in doc:
         sys.exit(f"{path}: format {doc['format']!r}, this report reads {COMPACT_FORMAT!r}")
     sys.path.insert(0, HERE)
-    import run  # noqa: E402  (bench/quality/run.py: standard library only)
-    return run.compact(doc)
+    import compact  # noqa: E402  (bench/quality/compact.py: standard library only)
+    return compact.compact(doc)
 
 
 def main():
