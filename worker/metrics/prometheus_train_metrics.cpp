@@ -78,6 +78,13 @@ struct PrometheusTrainMetrics::Series {
   Counter& counter(const std::string& name, const std::string& help, const Labels& extra = {}) {
     return add<Counter>(prometheus::BuildCounter(), name, help, extra);
   }
+  // The child of a labelled family for `value`, made by `make` at its first use.
+  template <typename T, typename Make>
+  T& child(std::map<std::string, T*>& cache, const std::string& value, Make make) {
+    auto it = cache.find(value);
+    if (it == cache.end()) it = cache.emplace(value, &make()).first;
+    return *it->second;
+  }
   Histogram& histogram(const std::string& name, const std::string& help, Histogram::BucketBoundaries buckets) {
     auto& family = prometheus::BuildHistogram().Name(name).Help(help).Register(registry);
     Histogram& metric = family.Add(labels, std::move(buckets));
@@ -126,10 +133,7 @@ PrometheusTrainMetrics::PrometheusTrainMetrics(prometheus::Registry& registry, c
   s.allreduce_duration = &s.histogram("relora_worker_allreduce_duration_seconds",
                                       "Wall time of the gradient all-reduce of one step.", exponential(0.0005, 2, 16));
   // Every kind the process group has, from the start (a rate over a series born mid-job misses its first bytes).
-  s.collective_bytes["all_reduce"] =
-      &s.counter("relora_worker_collective_bytes_total",
-                 "Payload bytes this rank handed to collectives, by kind (measured in the process group).",
-                 {{"kind", "all_reduce"}});
+  collective_sent("all_reduce", 0);
   s.checkpoint_duration = &s.histogram("relora_worker_checkpoint_save_duration_seconds",
                                        "Wall time to commit one checkpoint.", exponential(0.05, 2, 14));
   s.checkpoints = &s.counter("relora_worker_checkpoints_total", "Checkpoints committed.");
@@ -210,27 +214,21 @@ void PrometheusTrainMetrics::checkpoint_saved(double seconds) {
 }
 
 void PrometheusTrainMetrics::update_rank(const std::string& layer, int64_t rank) {
-  auto it = s_->effective_rank.find(layer);
-  if (it == s_->effective_rank.end()) {
-    Gauge& g = s_->gauge("relora_worker_update_effective_rank",
-                         "Singular values of (W_now - W_start) above 0.01 x the largest, for a sampled layer.",
-                         {{"layer", layer}});
-    it = s_->effective_rank.emplace(layer, &g).first;
-  }
-  it->second->Set(static_cast<double>(rank));
+  s_->child(s_->effective_rank, layer, [&]() -> Gauge& {
+      return s_->gauge("relora_worker_update_effective_rank",
+                       "Singular values of (W_now - W_start) above 0.01 x the largest, for a sampled layer.",
+                       {{"layer", layer}});
+    }).Set(static_cast<double>(rank));
 }
 
 void PrometheusTrainMetrics::gradient_sync_done(double seconds) { s_->allreduce_duration->Observe(seconds); }
 
 void PrometheusTrainMetrics::collective_sent(const char* kind, int64_t bytes) {
-  auto it = s_->collective_bytes.find(kind);
-  if (it == s_->collective_bytes.end()) {
-    Counter& c = s_->counter("relora_worker_collective_bytes_total",
-                             "Payload bytes this rank handed to collectives, by kind (measured in the process group).",
-                             {{"kind", kind}});
-    it = s_->collective_bytes.emplace(kind, &c).first;
-  }
-  it->second->Increment(static_cast<double>(bytes));
+  s_->child(s_->collective_bytes, kind, [&]() -> Counter& {
+      return s_->counter("relora_worker_collective_bytes_total",
+                         "Payload bytes this rank handed to collectives, by kind (measured in the process group).",
+                         {{"kind", kind}});
+    }).Increment(static_cast<double>(bytes));
 }
 
 }  // namespace relora::metrics
