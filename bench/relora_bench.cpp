@@ -13,7 +13,8 @@
 // Gloo group on loopback, as the cluster worker runs them (optionally with
 // cluster.shard_optimizer): what that run reports is the collective traffic per optimizer step,
 // counted by kind where the process group hands tensors to c10d (rank 0's; every rank sends the
-// same). Its speed and memory figures cover all ranks sharing this machine's cores.
+// same): payload bytes and the bytes rank 0 sends (see CollectiveTraffic), and the optimizer state
+// each rank holds. Its speed and memory figures cover all ranks sharing this machine's cores.
 #include <dlfcn.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -42,9 +43,9 @@
 #include "common/job_spec.h"
 #include "common/model_presets.h"
 #include "common/text_file.h"
-#include "worker/cluster/gradient_sync.h"
+#include "worker/distributed/group_data_parallel.h"
 #include "worker/cluster/host_info.h"
-#include "worker/cluster/process_group.h"
+#include "worker/distributed/process_group.h"
 #include "worker/train/runtime.h"
 #include "worker/train/trainer.h"
 
@@ -105,39 +106,51 @@ double process_cpu_seconds() {
   return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
+// What train_ranks measured besides the summary.
+struct RanksMeasurement {
+  // Per step of rank 0, by collective kind: payload bytes and bytes sent by rank 0.
+  std::vector<std::vector<int64_t>> payload_per_step, sent_per_step;
+  // Optimizer moments (exp_avg + exp_avg_sq) held by each rank, and the unsharded total.
+  std::vector<int64_t> optimizer_state_bytes;
+  int64_t optimizer_state_bytes_unsharded = 0;
+};
+
 // Trains `spec` on `world` ranks (threads, Gloo on loopback); `options` is rank 0's (its on_step
-// reports), and the other ranks get the same without callbacks. After every step of rank 0,
-// `traffic_per_step` gets the payload bytes its process group sent during that step, by kind.
+// reports), and the other ranks get the same without callbacks.
 relora::train::TrainSummary train_ranks(const relora::v1::JobSpec& spec, const relora::train::TrainerOptions& options,
-                                        int world, std::vector<std::vector<int64_t>>& traffic_per_step) {
-  namespace cluster = relora::cluster;
-  const int port = cluster::find_free_port();
+                                        int world, RanksMeasurement& measured) {
+  namespace distributed = relora::distributed;
+  const int port = relora::cluster::find_free_port();
   std::vector<relora::train::TrainSummary> summaries(static_cast<size_t>(world));
   std::vector<std::string> errors(static_cast<size_t>(world));
+  measured.optimizer_state_bytes.assign(static_cast<size_t>(world), 0);
   std::vector<std::thread> threads;
   for (int rank = 0; rank < world; ++rank) {
     threads.emplace_back([&, rank] {
       try {
-        cluster::GroupOptions g;
+        distributed::GroupOptions g;
         g.store_host = g.local_host = "127.0.0.1";
         g.store_port = port;
         g.rank = rank;
         g.world = world;
-        cluster::DataParallelGroup group(g);
-        cluster::BucketedGradientSync sync(group);
+        distributed::DataParallelGroup group(g);
+        distributed::GroupDataParallel parallel(group);
         relora::train::TrainerOptions o = options;
         o.rank = rank;
         o.world = world;
-        o.sync = &sync;
+        o.parallel = &parallel;
         if (rank == 0) {
-          std::vector<int64_t> before(cluster::kCollectiveKinds, 0);
+          distributed::CollectiveTraffic before;
           o.on_step = [&, before](const relora::train::StepReport& r) mutable {
-            std::vector<int64_t> step(cluster::kCollectiveKinds);
-            for (int k = 0; k < cluster::kCollectiveKinds; ++k) {
-              step[k] = group.traffic().bytes[k] - before[k];
-              before[k] = group.traffic().bytes[k];
+            std::vector<int64_t> payload(distributed::kCollectiveKinds), sent(distributed::kCollectiveKinds);
+            const auto& now = group.traffic();
+            for (int k = 0; k < distributed::kCollectiveKinds; ++k) {
+              payload[k] = now.bytes[k] - before.bytes[k];
+              sent[k] = now.sent_bytes[k] - before.sent_bytes[k];
             }
-            traffic_per_step.push_back(step);
+            before = now;
+            measured.payload_per_step.push_back(payload);
+            measured.sent_per_step.push_back(sent);
             if (options.on_step) options.on_step(r);
           };
         } else {
@@ -147,6 +160,10 @@ relora::train::TrainSummary train_ranks(const relora::v1::JobSpec& spec, const r
         group.run_rank0_first("prepare", [&] { trainer = std::make_unique<relora::train::Trainer>(spec, o); },
                               std::chrono::minutes(10));
         summaries[rank] = trainer->run();
+        const int64_t moment_bytes = 2 * static_cast<int64_t>(sizeof(float));  // exp_avg + exp_avg_sq, fp32
+        measured.optimizer_state_bytes[rank] = trainer->optimizer().moment_elements() * moment_bytes;
+        if (rank == 0)
+          measured.optimizer_state_bytes_unsharded = trainer->optimizer().parameter_elements() * moment_bytes;
       } catch (const std::exception& e) {
         errors[rank] = "rank " + std::to_string(rank) + ": " + e.what();
       }
@@ -196,7 +213,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_level(spdlog::level::warn);
-  at::set_num_threads(threads);
+  relora::train::configure_process(threads);  // as the worker's main does
   const int blas_now = blas_threads(blas);
 
   json out;
@@ -282,7 +299,6 @@ int main(int argc, char** argv) {
     relora::validate_job_spec(spec);
 
     relora::train::TrainerOptions options;
-    options.threads = threads;
     options.resume = false;
     options.save_checkpoints = false;
     options.export_model = false;
@@ -304,11 +320,11 @@ int main(int argc, char** argv) {
     };
     const auto t0 = Clock::now();
     double setup_seconds = 0;
-    std::vector<std::vector<int64_t>> traffic;  // bytes by collective kind, per step (world > 1)
+    RanksMeasurement ranks;  // world > 1
     relora::train::TrainSummary summary;
     if (world > 1) {
       cpu_mark = process_cpu_seconds();
-      summary = train_ranks(spec, options, world, traffic);
+      summary = train_ranks(spec, options, world, ranks);
     } else {
       relora::train::Trainer trainer(spec, options);
       cpu_mark = process_cpu_seconds();
@@ -344,21 +360,30 @@ int main(int argc, char** argv) {
     out["world"] = world;
     out["shard_optimizer"] = world > 1 && shard_optimizer;
     if (world > 1) {
-      // Measured: what rank 0's process group sent per timed step, by kind (steady state: the
-      // timed steps hold no boundary, evaluation or checkpoint).
-      json by_kind = json::object();
-      int64_t total = 0;
-      for (int k = 0; k < relora::cluster::kCollectiveKinds; ++k) {
-        std::vector<double> per_step;
-        for (size_t i = std::min<size_t>(s.warmup_steps, traffic.size()); i < traffic.size(); ++i)
-          per_step.push_back(static_cast<double>(traffic[i][k]));
-        const auto bytes = static_cast<int64_t>(relora::bench::median(per_step));
-        by_kind[relora::cluster::collective_kind_name(static_cast<relora::cluster::CollectiveKind>(k))] = bytes;
-        total += bytes;
-      }
-      out["collective_bytes_per_step"] = by_kind;
-      out["collective_bytes_per_step_total"] = total;
-      out["collective_bytes_each_step"] = traffic;
+      // Measured: what rank 0's process group handed over and sent per timed step, by kind
+      // (steady state: the timed steps hold no boundary, evaluation or checkpoint).
+      namespace distributed = relora::distributed;
+      const auto per_kind = [&](const std::vector<std::vector<int64_t>>& steps, int64_t& total) {
+        json by_kind = json::object();
+        total = 0;
+        for (int k = 0; k < distributed::kCollectiveKinds; ++k) {
+          std::vector<double> per_step;
+          for (size_t i = std::min<size_t>(s.warmup_steps, steps.size()); i < steps.size(); ++i)
+            per_step.push_back(static_cast<double>(steps[i][k]));
+          const auto bytes = static_cast<int64_t>(relora::bench::median(per_step));
+          by_kind[distributed::collective_kind_name(static_cast<distributed::CollectiveKind>(k))] = bytes;
+          total += bytes;
+        }
+        return by_kind;
+      };
+      int64_t payload_total = 0, sent_total = 0;
+      out["collective_bytes_per_step"] = per_kind(ranks.payload_per_step, payload_total);
+      out["collective_bytes_per_step_total"] = payload_total;
+      out["collective_bytes_each_step"] = ranks.payload_per_step;
+      out["collective_sent_bytes_per_step"] = per_kind(ranks.sent_per_step, sent_total);
+      out["collective_sent_bytes_per_step_total"] = sent_total;
+      out["optimizer_state_bytes_per_rank"] = ranks.optimizer_state_bytes;
+      out["optimizer_state_bytes_unsharded"] = ranks.optimizer_state_bytes_unsharded;
     }
     out["model_flops_per_token"] = f.model;
     out["executed_flops_per_token"] = f.executed;

@@ -35,6 +35,19 @@ THREAD_SETTINGS = {
 SPEED_SETTINGS = ("1", "2", "1c")  # the thread settings that compete for "best"
 # Steps per configuration (warm-up, timed) in the full run: tens of seconds each on 2 cores.
 STEPS = {"micro": (2, 6), "60m": (2, 4), "1b3-l8": (1, 4), "1b3": (1, 3)}
+# Collective traffic runs (relora-bench --world N): per configuration, the world sizes and the
+# optimizers measured, each in full and relora mode ("ddp": plain data parallelism, replicated
+# optimizer; "zero1": cluster.shard_optimizer). micro and 60m compare ZeRO-1 with DDP at 2 and 4
+# ranks (targets 6a-6c); the 1.3B layer shape only gives target 4 (ReLoRA / full-rank bytes), which
+# does not depend on the optimizer: DDP on 2 ranks.
+TRAFFIC_PLAN = {
+    "quick": ((2, 4), ("ddp", "zero1")),
+    "micro": ((2, 4), ("ddp", "zero1")),
+    "60m": ((2, 4), ("ddp", "zero1")),
+    "1b3-l8": ((2,), ("ddp",)),
+}
+TRAFFIC_CONFIGS = ("micro", "60m", "1b3-l8")  # the full run's (--traffic-configs); --quick: quick
+COLLECTIVE_KINDS = ("all_reduce", "reduce_scatter", "all_gather")
 
 
 def now():
@@ -166,29 +179,63 @@ def best(runs, impl, config, mode, dtype, settings=SPEED_SETTINGS, key="tokens_p
     return max(cands, key=lambda r: r["result"][key]) if cands else None
 
 
-def traffic(runs, config, mode, optimizer):
-    """The measured collective traffic run (world 2) of a configuration, or None."""
+def traffic(runs, config, mode, optimizer, world=2):
+    """The measured collective traffic run of a configuration on `world` ranks, or None."""
     for r in runs:
-        if ok(r) and r.get("world", 1) > 1 and r["config"] == config and r["mode"] == mode \
+        if ok(r) and r.get("world", 1) == world and r["config"] == config and r["mode"] == mode \
                 and r.get("optimizer") == optimizer:
             return r
     return None
 
 
+def traffic_pairs(runs):
+    """(ZeRO-1 run, DDP run) of the same configuration, mode and world size, both measured."""
+    pairs = []
+    for z in runs:
+        if ok(z) and z.get("world", 1) > 1 and z.get("optimizer") == "zero1":
+            d = traffic(runs, z["config"], z["mode"], "ddp", z["world"])
+            if d:
+                pairs.append((z, d))
+    return pairs
+
+
+def sent_total(record):
+    """Bytes rank 0 sent per timed step, all kinds (None for runs from before the sent-bytes counters)."""
+    return record["result"].get("collective_sent_bytes_per_step_total") if ok(record) else None
+
+
+def state_share(record):
+    """The largest rank's optimizer-state bytes / (the unsharded total / world): 1.0 is a perfect
+    1/world share, `world` a full copy (None for runs from before the optimizer-state figures)."""
+    if not ok(record):
+        return None
+    x = record["result"]
+    per_rank, unsharded = x.get("optimizer_state_bytes_per_rank"), x.get("optimizer_state_bytes_unsharded")
+    if not per_rank or not unsharded:
+        return None
+    return max(per_rank) / (unsharded / record["world"])
+
+
 def traffic_runs(r, configs, steps):
-    """Collective traffic, measured: each configuration on 2 ranks (threads on loopback Gloo), plain
-    data parallelism and ZeRO-1 (cluster.shard_optimizer), fp32, one thread per rank (thread
-    setting 1c: two ranks with OpenBLAS pools of their own oversubscribe the cores)."""
+    """Collective traffic, measured: each configuration on the ranks and with the optimizers of
+    TRAFFIC_PLAN (threads of one process on loopback Gloo), full and relora, fp32, one thread per
+    rank (thread setting 1c: ranks with OpenBLAS pools of their own oversubscribe the cores). DDP
+    and ZeRO-1 of one configuration, mode and world size run back to back, at equal settings."""
     for config in configs:
-        for mode in ("full", "relora"):
-            for shard in (False, True):
-                r.run("ours", config, mode, "fp32", "1c", steps(config), world=2, shard=shard)
+        worlds, optimizers = TRAFFIC_PLAN[config]
+        for world in worlds:
+            for mode in ("full", "relora"):
+                for optimizer in optimizers:
+                    r.run("ours", config, mode, "fp32", "1c", steps(config), world=world,
+                          shard=optimizer == "zero1")
 
 
 def traffic_steps(config):
-    """Steps of a traffic run: every step sends the same bytes, so few; no warm-up step for the 1.3B shapes (a job needs 2 steps at least)."""
+    """Steps of a traffic run: every step sends the same bytes, so few, but three timed ones (their
+    median) for the ZeRO-1 / DDP tokens/s; for the 1.3B shapes (target 4 only: bytes) no warm-up
+    step and two steps (a job needs 2 steps at least)."""
     return ["--warmup-steps", "0", "--steps", "2"] if config.startswith("1b3") else \
-        ["--warmup-steps", "1", "--steps", "2"]
+        ["--warmup-steps", "1", "--steps", "3"]
 
 
 def verdict(value, target, higher_is_better):
@@ -210,13 +257,22 @@ def main():
                     help="run nothing: recompute figures, targets and markdown from an earlier results.json")
     ap.add_argument("--add-traffic", action="store_true",
                     help="with --reaggregate and --bench-bin: (re)measure only the collective traffic runs "
-                         "(2 ranks; byte counts do not depend on machine load) and add them to that run")
+                         "(2 and 4 ranks, DDP and ZeRO-1; byte counts do not depend on machine load) and put "
+                         "them in place of that run's")
+    ap.add_argument("--traffic-configs", default=",".join(TRAFFIC_CONFIGS),
+                    help="configurations of the traffic runs, comma-separated (default %(default)s; without "
+                         "1b3-l8 target 4 is not measured); --quick always measures quick")
     args = ap.parse_args()
     args.out = os.path.abspath(args.out)
     if not args.bench_bin and not args.reaggregate:
         ap.error("--bench-bin is required")
     if args.add_traffic and not (args.reaggregate and args.bench_bin):
         ap.error("--add-traffic needs --reaggregate RESULTS_JSON and --bench-bin")
+    traffic_configs = [c for c in args.traffic_configs.split(",") if c]
+    unknown = [c for c in traffic_configs if c not in TRAFFIC_PLAN or c == "quick"]
+    if unknown:
+        ap.error(f"--traffic-configs: unknown {', '.join(unknown)} (choose from "
+                 f"{', '.join(c for c in TRAFFIC_PLAN if c != 'quick')})")
 
     eager = (not args.no_eager and not args.reaggregate and
              subprocess.run([args.python, "-c", "import torch"], capture_output=True).returncode == 0)
@@ -243,7 +299,8 @@ def main():
                       {"ratio_config": "1b3-l8", "shape_config": "1b3-l8", "big": "1b3"})
         if args.add_traffic:
             traffic_started = now()
-            traffic_runs(r, ["quick"] if args.quick else ["micro", "1b3-l8"], traffic_steps)
+            traffic_runs(r, ["quick"] if args.quick else traffic_configs,
+                         (lambda config: ["--steps", "2", "--warmup-steps", "1"]) if args.quick else traffic_steps)
             traffic_measured = {"started": traffic_started, "finished": now(),
                                 "commit": machine_info().get("commit"), "load_average_end": load_average()}
         else:
@@ -295,9 +352,10 @@ def main():
                 for setting in THREAD_SETTINGS:
                     r.run("ours", "1b3-l8", mode, "fp32", setting, steps("1b3-l8"))
                 r.run("ours", "1b3-l8", mode, "bf16", "2", steps("1b3-l8"))
-            # Collective traffic on 2 ranks, measured in the process group: micro and the 1.3B layer
-            # shape (one warm-up step and one timed step suffice: every step sends the same).
-            traffic_runs(r, ["micro", "1b3-l8"], traffic_steps)
+            # Collective traffic on 2 and 4 ranks, measured in the process group: micro and 60m with
+            # DDP and ZeRO-1, the 1.3B layer shape with DDP on 2 ranks (target 4); few steps (every
+            # step sends the same bytes).
+            traffic_runs(r, traffic_configs, traffic_steps)
             # The 1b3 preset (the paper's 1.3B) in relora mode: does it train here?
             b = best(r.runs, "ours", "1b3-l8", "relora", "fp32")
             r.run("ours", "1b3", "relora", "fp32", b["thread_setting"] if b else "1", steps("1b3"))
@@ -374,10 +432,45 @@ def main():
           if ok(f1) and peak["fp32"] else None)
     targets.append({"id": "3", "what": "  same, fastest timed step", "value": u1, "target": ">= 0.5",
                     "verdict": verdict(u1, 0.5, True)})
-    g = ratio(res(traffic(r.runs, shape, "relora", "ddp"), "collective_bytes_per_step_total"),
-              res(traffic(r.runs, shape, "full", "ddp"), "collective_bytes_per_step_total"))
-    targets.append({"id": "4", "what": f"ReLoRA / full-rank collective bytes per step at {shape}, 2 ranks (measured)",
+    # 4: bytes sent by rank 0 where both runs count them; payload in results from before the
+    # sent-bytes counters (on 2 ranks the ring all-reduce sends its payload: the same ratio).
+    tr, tf = traffic(r.runs, shape, "relora", "ddp"), traffic(r.runs, shape, "full", "ddp")
+    sent = sent_total(tr) is not None and sent_total(tf) is not None
+    key = "collective_sent_bytes_per_step_total" if sent else "collective_bytes_per_step_total"
+    g = ratio(res(tr, key), res(tf, key))
+    targets.append({"id": "4", "what": f"ReLoRA / full-rank collective bytes {'sent' if sent else '(payload)'} per "
+                                       f"step at {shape}, 2 ranks (measured)",
                     "value": g, "target": "<= 0.25", "verdict": verdict(g, 0.25, False)})
+
+    # 6: ZeRO-1 (cluster.shard_optimizer) against plain data parallelism, same configuration, mode
+    # and world size: the worst case over every pair measured.
+    pairs = traffic_pairs(r.runs)
+
+    def worst(values, pick):
+        """(value, where) of the worst (pick: max or min) of (value, zero run) pairs, ignoring None."""
+        found = [(v, z) for v, z in values if v is not None]
+        if not found:
+            return None, ""
+        v, z = pick(found, key=lambda f: f[0])
+        return v, f" (worst: {z['config']} {z['mode']}, {z['world']} ranks)"
+
+    scope = ", ".join(dict.fromkeys(z["config"] for z, _ in pairs)) or "micro, 60m"
+    ranks = " and ".join(str(w) for w in sorted({z["world"] for z, _ in pairs})) or "2 and 4"
+    v, where = worst([(ratio(sent_total(z), sent_total(d)), z) for z, d in pairs], max)
+    targets.append({"id": "6a", "what": f"ZeRO-1 / DDP collective bytes sent per step, {scope} on {ranks} ranks "
+                                        f"(measured){where}",
+                    "value": v, "target": "<= 1.05", "verdict": verdict(v, 1.05, False)})
+    v, where = worst([(state_share(z), z) for z, _ in pairs], max)
+    targets.append({"id": "6b", "what": f"ZeRO-1 optimizer state, largest rank / (unsharded / world), {scope} on "
+                                        f"{ranks} ranks{where}",
+                    "value": v, "target": "<= 1.05", "verdict": verdict(v, 1.05, False)})
+    for key, what in (("tokens_per_second", f"ZeRO-1 / DDP tokens/s, {scope} on {ranks} ranks (median step)"),
+                      ("tokens_per_second_best_step", "  same, fastest timed step of each (less exposed to load)"),
+                      ("tokens_per_cpu_second", "  same, tokens per CPU-second of the process (load-robust)")):
+        v, where = worst([(ratio(z["result"][key], d["result"][key]), z) for z, d in pairs
+                          if key in z["result"] and key in d["result"]], min)
+        targets.append({"id": "6c", "what": what + where, "value": v, "target": ">= 0.9",
+                        "verdict": verdict(v, 0.9, True)})
 
     big = None
     if acceptance["big"]:
@@ -463,29 +556,52 @@ def markdown(s):
                  f"{y['peak_rss_bytes'] / 2**20:.0f} | {y['trainable_parameters'] / 1e6:.2f}M |")
     wide = [x for x in s["runs"] if x.get("world", 1) > 1]
     if wide:
-        L.append("\n## Collective traffic per optimizer step (2 ranks, measured)\n")
+        worlds = " and ".join(str(w) for w in sorted({x["world"] for x in wide}))
+        L.append(f"\n## Collective traffic per optimizer step ({worlds} ranks, measured)\n")
         t = s.get("traffic_measured")
         if t:
             L.append(f"Measured {t['started']} to {t['finished']}, commit {t.get('commit', '?')}, apart from the "
                      f"speed runs above (`run.py --reaggregate ... --add-traffic`): byte counts do not depend on "
                      f"machine load.\n")
-        L.append("Payload bytes rank 0 handed to each kind of collective per timed step, counted in the process "
-                 "group (`relora-bench --world 2`); ZeRO-1 = `cluster.shard_optimizer`. The formula column is "
-                 "4 B x trainable parameters (the fp32 gradients) for comparison.\n")
-        L.append("| config | mode | optimizer | trainable params | all_reduce MB/step | total MB/step | "
-                 "4 x trainable MB | total / DDP |")
-        L.append("|---|---|---|---|---|---|---|---|")
+        L.append("`relora-bench --world N [--shard-optimizer]` trains the configuration on N data-parallel ranks, "
+                 "threads of one process joined by Gloo on loopback, one thread each (thread setting 1c). DDP = plain "
+                 "data parallelism: the fp32 gradients all-reduced (4 B x trainable parameters + 16 B for the loss "
+                 "and the stop vote). ZeRO-1 = `cluster.shard_optimizer`: the gradients reduce-scattered and the "
+                 "updated parameters all-gathered over flat, element-balanced buckets, plus one 24 B all-reduce "
+                 "(loss, squared gradient norm, stop vote); each rank keeps the AdamW moments of its own chunks.\n")
+        L.append("Counted in rank 0's process group per timed step, by kind. **Payload**: the all-reduce's tensors, "
+                 "the reduce-scatter's input, the all-gather's output. **Sent**: the bytes rank 0 sends to its "
+                 "peers. The sent bytes of all_reduce and all_gather follow the ring model, not the wire: 2 (w - 1) "
+                 "/ w and (w - 1) / w of the payload (w ranks), what the bandwidth-optimal ring the backends use for "
+                 "large tensors sends. The reduce-scatter's sent bytes are exact: its all-to-all sends w - 1 "
+                 "chunks. / DDP columns: against the DDP run of the same configuration, mode and world size.\n")
+        L.append("Optimizer state: the AdamW moments (exp_avg + exp_avg_sq, fp32) the largest rank holds, and that "
+                 "over (the unsharded total / world): 1.00 is an exact 1/world share; DDP holds a full copy "
+                 "(= world). tokens/s: all ranks together (micro-batch x seq x world / the median timed step), every "
+                 f"rank on this machine's {s['machine'].get('nproc', '?')} cores (more ranks than cores "
+                 "oversubscribe them); DDP and ZeRO-1 ran back to back at equal settings.\n")
+        L.append("| config | mode | ranks | optimizer | trainable params | payload MB/step: all_reduce | "
+                 "reduce_scatter | all_gather | sent MB/step | sent / DDP | opt. state MB/rank (max) | "
+                 "/ (unsharded / world) | tokens/s | tokens/s / DDP |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for x in wide:
+            head = f"| {x['config']} | {x['mode']} | {x['world']} | {x.get('optimizer')} |"
             if not ok(x):
-                L.append(f"| {x['config']} | {x['mode']} | {x.get('optimizer')} | failed | | | | |")
+                L.append(head + " failed |" + " |" * 9)
                 continue
             y = x["result"]
-            ddp = traffic(s["runs"], x["config"], x["mode"], "ddp")
-            rel = y["collective_bytes_per_step_total"] / ddp["result"]["collective_bytes_per_step_total"] if ddp else None
-            L.append(f"| {x['config']} | {x['mode']} | {x['optimizer']} | {y['trainable_parameters'] / 1e6:.2f}M | "
-                     f"{y['collective_bytes_per_step'].get('all_reduce', 0) / 1e6:.2f} | "
-                     f"{y['collective_bytes_per_step_total'] / 1e6:.2f} | {4 * y['trainable_parameters'] / 1e6:.2f} | "
-                     f"{fmt(rel)} |")
+            payload = y["collective_bytes_per_step"]
+            ddp = traffic(s["runs"], x["config"], x["mode"], "ddp", x["world"])
+            sent = sent_total(x)
+            sent_rel = sent / sent_total(ddp) if sent is not None and ddp and sent_total(ddp) else None
+            states = y.get("optimizer_state_bytes_per_rank")
+            tps_rel = y["tokens_per_second"] / ddp["result"]["tokens_per_second"] \
+                if ddp and ddp["result"]["tokens_per_second"] else None
+            L.append(head + f" {y['trainable_parameters'] / 1e6:.2f}M | " +
+                     " | ".join(f"{payload.get(k, 0) / 1e6:.2f}" for k in COLLECTIVE_KINDS) +
+                     f" | {fmt(sent / 1e6 if sent is not None else None)} | {fmt(sent_rel, 3)} | "
+                     f"{fmt(max(states) / 1e6 if states else None)} | {fmt(state_share(x), 3)} | "
+                     f"{fmt(y['tokens_per_second'], 0 if y['tokens_per_second'] >= 100 else 1)} | {fmt(tps_rel)} |")
     one_core = [x for x in s["runs"] if ok(x) and x["thread_setting"] == "1c" and x.get("world", 1) == 1]
     if one_core:
         L.append("\n## One core (thread setting 1c): the work itself, robust to machine load\n")

@@ -374,8 +374,8 @@ void resolve_job_spec(relora::v1::JobSpec& spec) {
   auto& t = *spec.mutable_training();
   auto& r = *spec.mutable_relora();
   if (r.mode().empty()) r.set_mode("relora");
-  const bool low_rank = r.mode() == "lora" || r.mode() == "relora";
-  const bool relora = r.mode() == "relora";
+  const bool low_rank = train_mode(spec) != TrainMode::kFull;  // an unknown mode fails validation
+  const bool relora = train_mode(spec) == TrainMode::kRelora;
   // Step-derived defaults wait for a valid `steps` (validation reports a missing one), so that
   // resolving again after the caller fills it in still gives the right values.
   const bool have_steps = t.has_steps() && t.steps() >= 1;
@@ -489,8 +489,15 @@ relora::v1::JobSpec job_spec_from_json(const std::string& json_text) {
   return spec;
 }
 
+TrainMode train_mode(const relora::v1::JobSpec& spec) {
+  const std::string& mode = spec.relora().mode();
+  if (mode == "lora") return TrainMode::kLora;
+  if (mode == "relora") return TrainMode::kRelora;
+  return TrainMode::kFull;
+}
+
 int64_t low_rank_phase_steps(const relora::v1::JobSpec& spec) {
-  if (spec.relora().mode() == "full") return 0;
+  if (train_mode(spec) == TrainMode::kFull) return 0;
   return spec.training().steps() - spec.relora().warm_start_steps();
 }
 

@@ -38,6 +38,10 @@ relora::v1::JobSpec load_job_spec_file(const std::string& path);
 std::string job_spec_to_json(const relora::v1::JobSpec& spec);
 relora::v1::JobSpec job_spec_from_json(const std::string& json);
 
+// What a job trains: relora.mode, parsed (validate_job_spec admits only these three names).
+enum class TrainMode { kFull, kLora, kRelora };
+TrainMode train_mode(const relora::v1::JobSpec& spec);
+
 // Steps of the low-rank phase (training.steps - warm_start_steps; 0 in mode full).
 int64_t low_rank_phase_steps(const relora::v1::JobSpec& spec);
 

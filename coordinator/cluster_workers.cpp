@@ -259,7 +259,7 @@ void ClusterState::on_ack_locked(WorkerRecord& w, const relora::v1::CommandAck& 
                    m.param_checksum());
   if (outcome.result != BarrierResult::kComplete) return;
   // The job-end command is never acknowledged; every other one is timed to its last ack.
-  if (job->barrier->command().boundary() != relora::kBoundaryJobEnd)
+  if (job->barrier->command().boundary() != relora::boundary_kind_name(relora::BoundaryKind::kJobEnd))
     metrics_.command_acknowledged(seconds_since(job->command_sent));
   add_event_locked(*job, m.step(), -1, "resumed", "every rank applied the command; resuming");
   CoordinatorMessage msg;

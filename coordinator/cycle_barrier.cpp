@@ -15,17 +15,15 @@ int count(const std::vector<bool>& v) { return static_cast<int>(std::count(v.beg
 
 CycleBarrier::CycleBarrier(std::string job_id, const relora::v1::JobSpec& spec)
     : job_id_(std::move(job_id)),
-      spec_(spec),
       world_size_(std::max(1, spec.cluster().workers())),
+      plan_(spec),
       reported_(world_size_, false),
       acked_(world_size_, false),
-      checksums_(world_size_) {
-  for (const auto& b : plan_boundaries(spec)) planned_.emplace_back(b.step, b.kind);
-}
+      checksums_(world_size_) {}
 
 std::string CycleBarrier::next_planned_after(int64_t step) const {
-  for (const auto& [s, kind] : planned_)
-    if (s >= step) return kind + " at step " + std::to_string(s);
+  for (const auto& b : plan_.boundaries())
+    if (b.step >= step) return std::string(boundary_kind_name(b.kind)) + " at step " + std::to_string(b.step);
   return "none";
 }
 
@@ -38,9 +36,10 @@ BarrierOutcome CycleBarrier::boundary(int rank, int64_t step, const std::string&
     return error("protocol error: " + who + " reported boundary " + kind + " at step " + std::to_string(step) +
                  " while the command for step " + std::to_string(step_) + " awaits acknowledgements");
   }
-  // The trainer computes boundaries from the same spec; a boundary outside the plan means the
-  // worker and coordinator disagree about the job (different versions or a corrupted spec).
-  if (std::find(planned_.begin(), planned_.end(), std::make_pair(step, kind)) == planned_.end()) {
+  // The trainer reads the same plan; a boundary outside it means the worker and coordinator
+  // disagree about the job (different versions or a corrupted spec).
+  const auto planned = plan_.boundary_at(step);
+  if (!planned || boundary_kind_name(planned->kind) != kind) {
     return error("protocol error: " + who + " reported boundary " + kind + " at step " + std::to_string(step) +
                  ", which is not in the job's plan (next planned: " + next_planned_after(step) + ")");
   }
@@ -63,7 +62,7 @@ BarrierOutcome CycleBarrier::boundary(int rank, int64_t step, const std::string&
   reported_[rank] = true;
   if (count(reported_) < world_size_) return {BarrierResult::kWaiting, {}};
 
-  command_ = plan_command(spec_, kind, step);
+  command_ = plan_.command(planned->kind, step);
   command_.set_job_id(job_id_);
   awaiting_acks_ = true;
   std::fill(acked_.begin(), acked_.end(), false);

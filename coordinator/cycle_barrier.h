@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cycle_plan.h"
 #include "relora/v1/service.pb.h"
 
 namespace relora::coordinator {
@@ -40,7 +41,7 @@ class CycleBarrier {
   bool awaiting_acks() const { return awaiting_acks_; }
   int64_t step() const { return step_; }  // the boundary being collected or acknowledged
   // The command of the current boundary (valid once boundary() returned kComplete);
-  // exactly relora::plan_command(spec, kind, step) with job_id set.
+  // exactly the plan's command (common/cycle_plan.h) with job_id set.
   const relora::v1::CycleCommand& command() const { return command_; }
   // What `rank` may have missed if its stream broke: the outstanding command it has not
   // acknowledged, or the latest Resume. Workers ignore messages for steps they have handled.
@@ -50,9 +51,8 @@ class CycleBarrier {
   std::string next_planned_after(int64_t step) const;
 
   const std::string job_id_;
-  const relora::v1::JobSpec spec_;
   const int world_size_;
-  std::vector<std::pair<int64_t, std::string>> planned_;  // (step, kind), step order
+  const ReloraPlan plan_;
   int64_t step_ = -1;  // the latest boundary collected (in progress while any rank reported it)
   std::string kind_;
   bool awaiting_acks_ = false;

@@ -25,16 +25,17 @@
 #include "worker/cluster/health_server.h"
 #include "worker/metrics/prometheus_train_metrics.h"
 #include "worker/cluster/cluster_worker.h"
-#include "worker/cluster/error_message.h"
+#include "worker/distributed/error_message.h"
 #include "worker/cluster/host_info.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/export.h"
 #include "worker/train/model_state.h"
+#include "worker/train/runtime.h"
 #include "worker/train/trainer.h"
 
 namespace {
 
-int run_standalone(const std::string& job_path, const std::string& summary_path, int threads, bool resume,
+int run_standalone(const std::string& job_path, const std::string& summary_path, bool resume,
                    relora::MetricsServer* metrics) {
   relora::v1::JobSpec spec;
   try {
@@ -44,7 +45,6 @@ int run_standalone(const std::string& job_path, const std::string& summary_path,
     return 2;
   }
   relora::train::TrainerOptions options;
-  options.threads = threads;
   options.resume = resume;
   std::unique_ptr<relora::metrics::PrometheusTrainMetrics> job_metrics;
   if (metrics) {
@@ -57,8 +57,8 @@ int run_standalone(const std::string& job_path, const std::string& summary_path,
     relora::train::Trainer trainer(spec, options);
     summary = trainer.run();
   } catch (const std::exception& e) {
-    spdlog::error("job '{}' failed: {}", spec.name(), relora::cluster::error_message(e));
-    const std::string stack = relora::cluster::error_stack(e);
+    spdlog::error("job '{}' failed: {}", spec.name(), relora::distributed::error_message(e));
+    const std::string stack = relora::distributed::error_stack(e);
     if (!stack.empty()) spdlog::debug("C++ stack of the failure:{}", stack);
     return 1;
   }
@@ -265,7 +265,9 @@ int main(int argc, char** argv) {
     spdlog::error("{}", e.what());
     return 2;
   }
-  if (!standalone.empty()) return run_standalone(standalone, summary_json, threads, !no_resume, metrics.get());
+  // Process-wide, once: the intra-op threads and the allocator setting every training job here uses.
+  if (!standalone.empty() || !coordinator.empty()) relora::train::configure_process(threads);
+  if (!standalone.empty()) return run_standalone(standalone, summary_json, !no_resume, metrics.get());
   if (!coordinator.empty()) {
     relora::cluster::ClusterWorkerOptions options;
     options.client.address = coordinator;
@@ -278,7 +280,6 @@ int main(int argc, char** argv) {
     options.device = device;
     options.client.rpc_timeout = from_seconds(rpc_timeout_s);
     options.client.heartbeat_interval = from_seconds(heartbeat_s);
-    options.threads = threads;
     options.rendezvous_timeout = from_seconds(rendezvous_timeout_s);
     options.collective_timeout = from_seconds(collective_timeout_s);
     options.boundary_timeout = from_seconds(boundary_timeout_s);

@@ -4,6 +4,7 @@
 
 #include <exception>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -13,11 +14,18 @@
 #include "common/job_spec.h"
 #include "tests/test_paths.h"
 #include "tests/tiny_job.h"
-#include "worker/cluster/gradient_sync.h"
 #include "worker/cluster/host_info.h"
-#include "worker/cluster/process_group.h"
+#include "worker/distributed/group_data_parallel.h"
+#include "worker/distributed/process_group.h"
 #include "worker/train/model_state.h"
 #include "worker/train/trainer.h"
+
+namespace relora::cluster {
+// The data-parallel layer under test, by its short names.
+using distributed::Backend;
+using distributed::DataParallelGroup;
+using distributed::GroupOptions;
+}  // namespace relora::cluster
 
 namespace relora::cluster::testing {
 
@@ -62,39 +70,47 @@ inline relora::v1::JobSpec tiny_spec(const TinyJob& job) { return relora::testin
 inline const char* kReloraNoDropout =
     "{mode: relora, rank: 8, alpha: 16, dropout: 0.0, warm_start_steps: 2, cycle_steps: 4, restart_warmup_steps: 1}";
 
-// One rank's outcome of run_two_ranks.
+// One rank's outcome of run_world.
 struct RankResult {
   train::TrainSummary summary;
   std::string checksum;
   int64_t moment_elements = 0;  // elements of exp_avg this rank holds
   int64_t parameter_elements = 0;
+  std::map<std::string, torch::Tensor> parameters;  // every model parameter after the run
 };
 
-// Runs `spec` on 2 ranks; `configure` adjusts each rank's options.
-inline std::vector<RankResult> run_two_ranks(const relora::v1::JobSpec& spec,
-                                             const std::function<void(train::TrainerOptions&)>& configure = {}) {
-  std::vector<RankResult> results(2);
+// Runs `spec` on `world` ranks (threads, Gloo on loopback); `configure` adjusts each rank's
+// options; `bucket_bytes`: the all-reduce (or ZeRO) bucket size.
+inline std::vector<RankResult> run_world(int world, const relora::v1::JobSpec& spec,
+                                         const std::function<void(train::TrainerOptions&)>& configure = {},
+                                         int64_t bucket_bytes = distributed::BucketedAllReduce::kDefaultBucketBytes) {
+  std::vector<RankResult> results(static_cast<size_t>(world));
   const int port = cluster::find_free_port();
-  run_ranks(2, [&](int rank) {
-    DataParallelGroup group(loopback_group(port, rank, 2));
-    BucketedGradientSync sync(group);
+  run_ranks(world, [&](int rank) {
+    DataParallelGroup group(loopback_group(port, rank, world));
+    distributed::GroupDataParallel parallel(group, bucket_bytes);
     train::TrainerOptions opts;
     opts.export_model = false;
     opts.rank = rank;
-    opts.world = 2;
-    opts.sync = &sync;
+    opts.world = world;
+    opts.parallel = &parallel;
     if (configure) configure(opts);
     std::unique_ptr<train::Trainer> trainer;
     group.run_rank0_first("prepare", [&] { trainer = std::make_unique<train::Trainer>(spec, opts); },
                           std::chrono::seconds(60));
-    results[rank].summary = trainer->run();
-    results[rank].checksum = train::parameter_checksum(trainer->model());
-    for (const auto& e : trainer->optimizer().entries()) {
-      results[rank].parameter_elements += e.param.numel();
-      if (e.exp_avg.defined()) results[rank].moment_elements += e.exp_avg.numel();
-    }
+    auto& r = results[static_cast<size_t>(rank)];
+    r.summary = trainer->run();
+    r.checksum = train::parameter_checksum(trainer->model());
+    r.moment_elements = trainer->optimizer().moment_elements();
+    r.parameter_elements = trainer->optimizer().parameter_elements();
+    for (const auto& item : trainer->model()->named_parameters()) r.parameters[item.key()] = item.value().detach().clone();
   });
   return results;
+}
+
+inline std::vector<RankResult> run_two_ranks(const relora::v1::JobSpec& spec,
+                                             const std::function<void(train::TrainerOptions&)>& configure = {}) {
+  return run_world(2, spec, configure);
 }
 
 }  // namespace relora::cluster::testing

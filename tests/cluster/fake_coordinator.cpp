@@ -111,7 +111,7 @@ void FakeCoordinator::on_message_locked(const WorkerMessage& msg) {
     ranks.insert(b.rank());
     if (ranks.size() < job.workers.size()) return;
     CoordinatorMessage cmd;
-    *cmd.mutable_command() = relora::plan_command(job.spec, b.boundary(), b.step());
+    *cmd.mutable_command() = relora::plan_command(job.spec, *relora::parse_boundary_kind(b.boundary()), b.step());
     cmd.mutable_command()->set_job_id(b.job_id());
     if (answered) {
       write_locked(job.workers.at(b.rank()), cmd);  // a repeat: answer that rank again

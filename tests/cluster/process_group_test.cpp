@@ -1,6 +1,6 @@
 // Collectives tested in one process: each rank is a thread with its own c10d TCPStore client and
 // ProcessGroupGloo on 127.0.0.1, short timeouts, the first thread's exception rethrown.
-#include "worker/cluster/process_group.h"
+#include "worker/distributed/process_group.h"
 
 #include <atomic>
 #include <chrono>
@@ -9,10 +9,15 @@
 #include <torch/torch.h>
 
 #include "tests/cluster/cluster_test_util.h"
-#include "worker/cluster/gradient_sync.h"
+#include "worker/distributed/bucketed_all_reduce.h"
+#include "worker/distributed/group_data_parallel.h"
 
 namespace relora::cluster {
 namespace {
+
+using distributed::BucketedAllReduce;
+using distributed::CollectiveKind;
+using distributed::collective_kind_name;
 
 using testing::loopback_group;
 using testing::run_ranks;
@@ -27,20 +32,19 @@ TEST(ClusterRanks, TheFirstThreadExceptionIsRethrown) {
   EXPECT_NO_THROW(run_ranks(2, [](int) {}));
 }
 
-TEST(ClusterGradientSync, MeanOfKnownTensorsIsExact) {
+TEST(ClusterAllReduce, MeanOfKnownTensorsIsExact) {
   const int port = find_free_port();
   std::vector<std::vector<torch::Tensor>> results(2);
   run_ranks(2, [&](int rank) {
     DataParallelGroup group(loopback_group(port, rank, 2));
-    BucketedGradientSync sync(group);
+    BucketedAllReduce all_reduce(group);
     const double k = rank + 1;  // rank 0 holds x, rank 1 holds 2x: the mean is 1.5x, exact in binary
     std::vector<torch::Tensor> t = {torch::full({3, 4}, k, torch::kFloat32),
                                     torch::arange(5, torch::kFloat32).mul(k),
                                     torch::full({1}, 0.25 * k, torch::kFloat64)};
-    sync.all_reduce_mean(t);
+    all_reduce.mean(t);
     results[rank] = t;
-    EXPECT_EQ(sync.calls(), 1);
-    EXPECT_EQ(sync.collectives(), 2);  // one fp32 bucket, one fp64 bucket (with the stop vote)
+    EXPECT_EQ(all_reduce.collectives(), 2);  // one fp32 bucket, one fp64 bucket
   });
   for (const auto& t : results) {
     EXPECT_TRUE(torch::equal(t[0], torch::full({3, 4}, 1.5, torch::kFloat32)));
@@ -50,37 +54,78 @@ TEST(ClusterGradientSync, MeanOfKnownTensorsIsExact) {
   }
 }
 
-// Traffic is counted where tensors reach the backend: the payload of every collective, by kind,
-// on every rank, and the observer (the worker's Prometheus counter) sees the same bytes.
-TEST(ClusterGradientSync, TrafficIsCountedByKindWhereItIsSent) {
+// Traffic is counted where tensors reach the backend: the payload and the bytes this rank sends,
+// by kind, on every rank, and the observer (the worker's Prometheus counters) sees the same.
+TEST(ClusterAllReduce, TrafficIsCountedByKindWhereItIsSent) {
   const int port = find_free_port();
-  run_ranks(2, [&](int rank) {
-    DataParallelGroup group(loopback_group(port, rank, 2));
-    int64_t observed = 0;
-    group.set_traffic_observer([&](CollectiveKind kind, int64_t bytes) {
-      EXPECT_STREQ(collective_kind_name(kind), "all_reduce");
+  const int world = 4;
+  run_ranks(world, [&](int rank) {
+    DataParallelGroup group(loopback_group(port, rank, world));
+    int64_t observed = 0, observed_sent = 0;
+    group.set_traffic_observer([&](CollectiveKind, int64_t bytes, int64_t sent) {
       observed += bytes;
+      observed_sent += sent;
     });
-    BucketedGradientSync sync(group);
+    BucketedAllReduce all_reduce(group);
     std::vector<torch::Tensor> t = {torch::ones({3, 4}, torch::kFloat32), torch::ones({5}, torch::kFloat32),
                                     torch::ones({2}, torch::kFloat64)};
-    sync.all_reduce_mean(t);
-    // One fp32 bucket of 17 floats, one fp64 bucket of 2 doubles and the stop vote.
-    const int64_t mean_bytes = 17 * 4 + 3 * 8;
-    EXPECT_EQ(group.traffic().bytes[0], mean_bytes);
-    EXPECT_EQ(group.traffic().calls[0], 2);
-    sync.all_reduce_sum(t);  // no stop vote
-    EXPECT_EQ(group.traffic().bytes[0], mean_bytes + 17 * 4 + 2 * 8);
-    EXPECT_EQ(group.traffic().total_bytes(), group.traffic().bytes[0]);
+    all_reduce.mean(t);
+    const auto ar = static_cast<size_t>(CollectiveKind::kAllReduce);
+    // One fp32 bucket of 17 floats, one fp64 bucket of 2 doubles; a ring sends 2 (w - 1) / w.
+    EXPECT_EQ(group.traffic().bytes[ar], 17 * 4 + 2 * 8);
+    EXPECT_EQ(group.traffic().sent_bytes[ar], 2 * 3 * (17 * 4) / 4 + 2 * 3 * (2 * 8) / 4);
+    EXPECT_EQ(group.traffic().calls[ar], 2);
+    // A reduce-scatter of 4 x 8 floats sends the 3 other chunks; an all-gather of 8 floats sends
+    // its chunk to each of the 3 others (a ring forwards w - 1 chunks).
+    auto input = torch::ones({32}, torch::kFloat32), shard = torch::empty({8}, torch::kFloat32);
+    group.reduce_scatter_sum(input, shard);
+    auto gathered = torch::empty({32}, torch::kFloat32);
+    group.all_gather(shard, gathered);
+    const auto rs = static_cast<size_t>(CollectiveKind::kReduceScatter);
+    const auto ag = static_cast<size_t>(CollectiveKind::kAllGather);
+    EXPECT_EQ(group.traffic().bytes[rs], 128);
+    EXPECT_EQ(group.traffic().sent_bytes[rs], 96);
+    EXPECT_EQ(group.traffic().bytes[ag], 128);
+    EXPECT_EQ(group.traffic().sent_bytes[ag], 96);
+    EXPECT_STREQ(collective_kind_name(CollectiveKind::kReduceScatter), "reduce_scatter");
+    EXPECT_STREQ(collective_kind_name(CollectiveKind::kAllGather), "all_gather");
     EXPECT_EQ(observed, group.traffic().total_bytes());
+    EXPECT_EQ(observed_sent, group.traffic().total_sent_bytes());
   });
 }
 
-TEST(ClusterGradientSync, MixedDtypesAcrossSeveralBuckets) {
+// Reduce-scatter: chunk r of the sum lands on rank r, summed in rank order (so the same on any
+// backend); all-gather: every rank's chunk lands everywhere, bit for bit.
+TEST(ClusterCollectives, ReduceScatterSumsEachChunkOnItsOwnerAndAllGatherReassembles) {
+  const int port = find_free_port();
+  const int world = 3, n = 5;
+  std::vector<torch::Tensor> inputs(world), shards(world), gathered(world);
+  for (int r = 0; r < world; ++r) {
+    torch::manual_seed(40 + r);
+    inputs[r] = torch::randn({world * n}, torch::kFloat32) * 1e3;
+  }
+  run_ranks(world, [&](int rank) {
+    DataParallelGroup group(loopback_group(port, rank, world));
+    shards[rank] = torch::empty({n}, torch::kFloat32);
+    group.reduce_scatter_sum(inputs[rank], shards[rank]);
+    gathered[rank] = torch::empty({world * n}, torch::kFloat32);
+    group.all_gather(shards[rank], gathered[rank]);
+    auto bad = torch::empty({n + 1}, torch::kFloat32);
+    EXPECT_THROW(group.reduce_scatter_sum(inputs[rank], bad), std::invalid_argument);
+  });
+  for (int r = 0; r < world; ++r) {
+    auto expected = inputs[0].view({world, n})[r].clone();
+    for (int q = 1; q < world; ++q) expected.add_(inputs[q].view({world, n})[r]);
+    EXPECT_TRUE(torch::equal(shards[r], expected)) << "rank " << r;
+    EXPECT_TRUE(torch::equal(gathered[r], torch::cat(shards))) << "rank " << r;
+  }
+}
+
+TEST(ClusterAllReduce, MixedDtypesAcrossSeveralBuckets) {
   const int port = find_free_port();
   run_ranks(2, [&](int rank) {
     DataParallelGroup group(loopback_group(port, rank, 2));
-    BucketedGradientSync sync(group, /*bucket_bytes=*/64);
+    BucketedAllReduce all_reduce(group, /*bucket_bytes=*/64);
     const double k = rank + 1;
     auto big = torch::full({40}, k, torch::kFloat32);  // 160 bytes: a bucket of its own, reduced in place
     auto strided = torch::full({4, 6}, k, torch::kFloat32).t();  // not contiguous: packed
@@ -88,7 +133,7 @@ TEST(ClusterGradientSync, MixedDtypesAcrossSeveralBuckets) {
                                     big, torch::full({6}, 3 * k, torch::kFloat32), strided,
                                     torch::full({3}, k, torch::kFloat16)};
     const void* big_data = big.data_ptr();
-    sync.all_reduce_mean(t);
+    all_reduce.mean(t);
     EXPECT_EQ(t[2].data_ptr(), big_data);
     EXPECT_TRUE(torch::equal(t[0], torch::full({10}, 1.5, torch::kFloat32)));
     EXPECT_EQ(t[1].item<double>(), 3.0);
@@ -98,25 +143,25 @@ TEST(ClusterGradientSync, MixedDtypesAcrossSeveralBuckets) {
     EXPECT_EQ(t[5].scalar_type(), torch::kFloat16);
     EXPECT_TRUE(torch::equal(t[5], torch::full({3}, 1.5, torch::kFloat16)));
     // Filled in order, a new bucket when the next tensor does not fit: fp32 [10] [40] [6] [6x4];
-    // fp64 [1 + the stop vote]; fp16 [3].
-    EXPECT_EQ(sync.collectives(), 6);
+    // fp64 [1]; fp16 [3].
+    EXPECT_EQ(all_reduce.collectives(), 6);
     std::vector<torch::Tensor> ints = {torch::ones({2}, torch::kInt64)};
-    EXPECT_THROW(sync.all_reduce_mean(ints), std::invalid_argument);
+    EXPECT_THROW(all_reduce.mean(ints), std::invalid_argument);
   });
 }
 
-TEST(ClusterGradientSync, ResultsAreBitIdenticalOnEveryRank) {
+TEST(ClusterAllReduce, ResultsAreBitIdenticalOnEveryRank) {
   const int port = find_free_port();
   const int world = 3;
   std::vector<std::vector<torch::Tensor>> results(world);
   run_ranks(world, [&](int rank) {
     DataParallelGroup group(loopback_group(port, rank, world));
-    BucketedGradientSync sync(group, /*bucket_bytes=*/4096);
+    BucketedAllReduce all_reduce(group, /*bucket_bytes=*/4096);
     torch::manual_seed(100 + rank);  // different on every rank; rounding depends on the order of sums
     std::vector<torch::Tensor> t;
     for (int i = 0; i < 6; ++i) t.push_back(torch::randn({37 * (i + 1)}) * 1e3);
     t.push_back(torch::randn({1}, torch::kFloat64));
-    sync.all_reduce_mean(t);
+    all_reduce.mean(t);
     results[rank] = t;
   });
   for (int rank = 1; rank < world; ++rank)
@@ -124,21 +169,27 @@ TEST(ClusterGradientSync, ResultsAreBitIdenticalOnEveryRank) {
       EXPECT_TRUE(torch::equal(results[rank][i], results[0][i])) << "rank " << rank << " tensor " << i;
 }
 
-TEST(ClusterGradientSync, StopVoteOfOneRankStopsEveryRankAtTheSameCall) {
-  const int port = find_free_port();
-  run_ranks(2, [&](int rank) {
-    DataParallelGroup group(loopback_group(port, rank, 2));
-    BucketedGradientSync sync(group);
-    int calls = 0;
-    sync.set_local_stop([&] { return rank == 1 && calls == 2; });
-    std::vector<torch::Tensor> t = {torch::ones({4})};
-    ++calls;
-    sync.all_reduce_mean(t);
-    EXPECT_FALSE(sync.stop_agreed());
-    ++calls;
-    sync.all_reduce_mean(t);
-    EXPECT_TRUE(sync.stop_agreed()) << "rank " << rank;
-  });
+// The stop vote rides in every optimizer step, replicated and sharded alike: one rank's vote stops
+// every rank after the same step.
+TEST(ClusterStopVote, OneRanksVoteStopsEveryRankAfterTheSameStep) {
+  for (const bool shard : {false, true}) {
+    const int port = find_free_port();
+    run_ranks(2, [&](int rank) {
+      DataParallelGroup group(loopback_group(port, rank, 2));
+      distributed::GroupDataParallel parallel(group);
+      int steps = 0;
+      parallel.stop_vote().set_local([&] { return rank == 1 && steps == 2; });
+      auto optimizer = parallel.make_optimizer(train::AdamWOptions{}, shard);
+      auto w = torch::zeros({6}, torch::kFloat32).requires_grad_();
+      optimizer->set_parameters({{"w", w, false}});
+      for (int i = 0; i < 2; ++i) {
+        ++steps;
+        w.mutable_grad() = torch::ones({6});
+        optimizer->step(1.0, 1e-3, 1e30);
+        EXPECT_EQ(parallel.stop_vote().agreed(), steps == 2) << "rank " << rank << " shard " << shard;
+      }
+    });
+  }
 }
 
 TEST(ClusterProcessGroup, RankZeroPreparesFirstAndFailuresAreNamedOnEveryRank) {

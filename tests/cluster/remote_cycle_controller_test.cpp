@@ -51,7 +51,7 @@ CoordinatorMessage command(const std::string& job, const std::string& kind, int6
   spec.mutable_training()->set_seed(7);
   spec.mutable_relora()->set_optimizer_reset("magnitude");
   spec.mutable_relora()->set_prune_ratio(0.9);
-  *msg.mutable_command() = plan_command(spec, kind, step);
+  *msg.mutable_command() = plan_command(spec, *parse_boundary_kind(kind), step);
   msg.mutable_command()->set_job_id(job);
   return msg;
 }

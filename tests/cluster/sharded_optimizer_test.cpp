@@ -1,82 +1,129 @@
-// cluster.shard_optimizer: 2 ranks (threads, Gloo on loopback) with the AdamW moments sharded train
-// exactly like 2 ranks without sharding (random optimizer resets at the merges included), each
-// rank holding about half of the moments; and a sharded run stopped at a checkpoint and resumed
-// matches an uninterrupted one (the checkpoint gathers the shards, the resume splits them again).
+// ZeRO checkpoints: every rank writes its own optimizer shard (nothing gathered), rank 0 commits
+// them with their sizes and CRCs, and a checkpoint written on 4 ranks resumes on 4, 2 and 1 ranks
+// (and replicated) with the uninterrupted run's curve.
 #include <cmath>
-#include <functional>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
 #include <iostream>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "tests/cluster/cluster_test_util.h"
+#include "worker/train/checkpoint.h"
+#include "worker/train/safetensors.h"
 
 namespace relora::cluster {
 namespace {
 
+namespace fs = std::filesystem;
 using relora::testing::TempDir;
-using testing::loopback_group;
-using testing::run_two_ranks;
+using testing::run_world;
 using testing::tiny_spec;
 
-// Random resets draw from the shared seed: the sharded ranks must draw the same elements.
-constexpr const char* kReloraRandomReset =
-    "{mode: relora, rank: 8, alpha: 16, dropout: 0.0, warm_start_steps: 2, cycle_steps: 4, restart_warmup_steps: 1, "
-    "optimizer_reset: random, prune_ratio: 0.9}";
+constexpr const char* kReloraDropoutReset =
+    "{mode: relora, rank: 8, alpha: 16, dropout: 0.1, warm_start_steps: 2, cycle_steps: 4, restart_warmup_steps: 1, "
+    "optimizer_reset: magnitude, prune_ratio: 0.9}";
+constexpr int64_t kSmallBuckets = 4096;
 
-relora::v1::JobSpec sharded(relora::v1::JobSpec spec) {
-  spec.mutable_cluster()->set_workers(2);
-  spec.mutable_cluster()->set_shard_optimizer(true);
+relora::v1::JobSpec layout(int world, bool shard, const std::string& dir) {
+  auto spec = tiny_spec({kReloraDropoutReset, 14, /*grad_accum=*/4 / world, /*ckpt_every=*/0, dir});
+  spec.mutable_cluster()->set_workers(world);
+  spec.mutable_cluster()->set_shard_optimizer(shard);
   return spec;
 }
 
-void expect_same_losses(const train::TrainSummary& a, const train::TrainSummary& b, const std::string& what) {
-  ASSERT_EQ(a.losses.size(), b.losses.size()) << what;
-  double max_rel = 0;
-  for (size_t i = 0; i < a.losses.size(); ++i) {
-    const double rel = std::abs(a.losses[i].second - b.losses[i].second) / std::abs(b.losses[i].second);
-    EXPECT_LT(rel, 1e-5) << what << ", step " << i + 1 << ": " << a.losses[i].second << " vs " << b.losses[i].second;
-    max_rel = std::max(max_rel, rel);
+std::vector<testing::RankResult> train(int world, bool shard, const std::string& dir,
+                                       const std::function<void(train::TrainerOptions&)>& configure = {}) {
+  if (world == 1) {  // one rank: the plain Trainer, as a standalone worker runs it
+    train::TrainerOptions options;
+    options.export_model = false;
+    if (configure) configure(options);
+    train::Trainer trainer(layout(1, false, dir), options);
+    testing::RankResult r;
+    r.summary = trainer.run();
+    r.checksum = train::parameter_checksum(trainer.model());
+    return {r};
   }
-  std::cout << what << ": largest relative loss difference " << max_rel << "\n";
+  return run_world(world, layout(world, shard, dir), configure, kSmallBuckets);
 }
 
-TEST(ClusterShardedOptimizer, MatchesUnshardedAndHoldsHalfTheMomentsPerRank) {
-  TempDir plain_dir, sharded_dir;
-  const auto plain = run_two_ranks(tiny_spec({kReloraRandomReset, 14, 1, 5, plain_dir.path()}));
-  const auto shard = run_two_ranks(sharded(tiny_spec({kReloraRandomReset, 14, 1, 5, sharded_dir.path()})));
-  for (int rank = 0; rank < 2; ++rank) {
-    ASSERT_TRUE(shard[rank].summary.completed);
-    EXPECT_EQ(shard[rank].summary.merges, 2);
-    expect_same_losses(shard[rank].summary, plain[rank].summary, "rank " + std::to_string(rank) + " sharded vs not");
-    EXPECT_EQ(shard[rank].checksum, plain[0].checksum) << "rank " << rank;
-    // Unsharded, every rank holds every moment; sharded, each about half, together all of them.
-    EXPECT_EQ(plain[rank].moment_elements, plain[rank].parameter_elements);
-    EXPECT_LT(shard[rank].moment_elements, 0.6 * static_cast<double>(shard[rank].parameter_elements)) << rank;
+TEST(ClusterShardedCheckpoint, EachRankWritesItsOwnShardAndRank0CommitsThem) {
+  TempDir dir;
+  const auto ranks = train(4, true, dir.path(), [](train::TrainerOptions& o) { o.stop_after_step = 7; });
+  ASSERT_FALSE(ranks[0].summary.completed);
+  const auto ckpt = train::load_checkpoint(dir.path());  // verifies every file's size and CRC
+  EXPECT_EQ(ckpt.step, 7);
+  ASSERT_EQ(ckpt.shard_files.size(), 4u);
+  // The state file holds the step counters but no moments; each shard about a quarter of them.
+  int64_t state_moments = 0;
+  for (const auto& [key, t] : ckpt.state.tensors)
+    if (key.find("/exp_avg") != std::string::npos) state_moments += t.numel();
+  EXPECT_EQ(state_moments, 0);
+  std::vector<int64_t> per_rank;
+  for (const auto& path : ckpt.shard_files) {
+    int64_t n = 0;
+    for (const auto& [key, t] : train::read_safetensors(path).tensors) n += key.find("/exp_avg@") != std::string::npos ? t.numel() : 0;
+    per_rank.push_back(n);  // exp_avg pieces (exp_avg_sq's are "/exp_avg_sq@...")
   }
-  EXPECT_EQ(shard[0].moment_elements + shard[1].moment_elements, shard[0].parameter_elements);
-  std::cout << "moment elements per rank, sharded: " << shard[0].moment_elements << " + " << shard[1].moment_elements
-            << " of " << shard[0].parameter_elements << "\n";
+  int64_t total = 0;
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_EQ(per_rank[r], ranks[r].moment_elements) << "rank " << r;
+    total += per_rank[r];
+  }
+  EXPECT_EQ(total, ranks[0].parameter_elements);
+
+  // A shard whose bytes changed: the checkpoint is corrupt, and says which file.
+  {
+    std::fstream f(ckpt.shard_files[2], std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(fs::file_size(ckpt.shard_files[2]) - 3));
+    f.put('\x7f');
+  }
+  try {
+    train::load_checkpoint(ckpt.path);
+    FAIL() << "a corrupt shard was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("optim-rank-00002.safetensors: checksum mismatch"), std::string::npos)
+        << e.what();
+  }
 }
 
-TEST(ClusterShardedOptimizer, StopAtACheckpointAndResumeMatchesAnUninterruptedRun) {
-  TempDir straight_dir, resumed_dir;
-  const auto straight = run_two_ranks(sharded(tiny_spec({kReloraRandomReset, 14, 1, 5, straight_dir.path()})));
-  const auto spec = sharded(tiny_spec({kReloraRandomReset, 14, 1, 5, resumed_dir.path()}));
-  const auto first = run_two_ranks(spec, [](train::TrainerOptions& o) {
-    o.resume = false;
-    o.stop_after_step = 7;  // past the merge at 6, inside a cycle
-  });
+// Written on 4 sharded ranks at step 7 (past the merge at 6, inside a cycle); resumed on 4, on 2
+// sharded, on 2 replicated and on 1 rank: every resumed curve is the uninterrupted one's.
+TEST(ClusterShardedCheckpoint, WrittenOnFourRanksResumesOnFourTwoAndOne) {
+  TempDir straight_dir, written_dir;
+  const auto straight = train(4, true, straight_dir.path());
+  ASSERT_TRUE(straight[0].summary.completed);
+  ASSERT_EQ(straight[0].summary.merges, 2);
+  const auto first = train(4, true, written_dir.path(), [](train::TrainerOptions& o) { o.stop_after_step = 7; });
   ASSERT_FALSE(first[0].summary.completed);
-  const auto second = run_two_ranks(spec);  // resumes from the step-7 checkpoint
-  ASSERT_TRUE(second[0].summary.completed);
-  EXPECT_EQ(second[0].checksum, straight[0].checksum);
-  EXPECT_EQ(second[1].checksum, straight[0].checksum);
-  // The resumed run's losses are those of steps 8..14 of the uninterrupted one.
-  ASSERT_EQ(second[0].summary.losses.size(), 7u);
-  for (size_t i = 0; i < 7; ++i) {
-    const double a = second[0].summary.losses[i].second, b = straight[0].summary.losses[7 + i].second;
-    EXPECT_LT(std::abs(a - b) / std::abs(b), 1e-5) << "step " << 8 + i << ": " << a << " vs " << b;
+
+  struct Resume {
+    int world;
+    bool shard;
+  };
+  for (const Resume& r : {Resume{4, true}, Resume{2, true}, Resume{2, false}, Resume{1, false}}) {
+    const std::string what = std::to_string(r.world) + (r.shard ? " sharded" : " replicated") + " rank(s)";
+    TempDir dir;
+    fs::copy(written_dir.path(), dir.path(), fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+    const auto resumed = train(r.world, r.shard, dir.path());
+    ASSERT_TRUE(resumed[0].summary.completed) << what;
+    ASSERT_EQ(resumed[0].summary.losses.size(), 7u) << what;
+    EXPECT_EQ(resumed[0].summary.merges, 2) << what;
+    double worst = 0;
+    for (size_t i = 0; i < 7; ++i) {
+      const double a = resumed[0].summary.losses[i].second, b = straight[0].summary.losses[7 + i].second;
+      worst = std::max(worst, std::abs(a - b) / std::abs(b));
+      EXPECT_LT(std::abs(a - b) / std::abs(b), 1e-5) << what << ", step " << 8 + i << ": " << a << " vs " << b;
+    }
+    if (r.world == 4) {
+      for (const auto& rank : resumed) EXPECT_EQ(rank.checksum, straight[0].checksum) << what;
+    }
+    std::cout << "resumed on " << what << ": largest relative loss difference " << worst << " (last loss "
+              << std::setprecision(12) << resumed[0].summary.losses.back().second << " vs "
+              << straight[0].summary.losses.back().second << ")\n";
   }
 }
 

@@ -24,12 +24,23 @@ TEST(WorkerTrainMetrics, CollectiveBytesByKindExistFromTheStartAndCountWhatWasSe
   auto registry = std::make_shared<prometheus::Registry>();
   PrometheusTrainMetrics m(*registry, "job-1", 0, "w-1", "cpu");
   // prometheus-cpp writes labels sorted by name.
-  const std::string series =
-      R"(relora_worker_collective_bytes_total{job_id="job-1",kind="all_reduce",rank="0",worker="w-1"})";
-  EXPECT_NE(scrape(*registry).find(series + " 0"), std::string::npos) << scrape(*registry);
-  m.collective_sent("all_reduce", 1000);
-  m.collective_sent("all_reduce", 24);
-  EXPECT_NE(scrape(*registry).find(series + " 1024"), std::string::npos) << scrape(*registry);
+  const auto series = [](const char* family, const char* kind) {
+    return std::string(family) + R"({job_id="job-1",kind=")" + kind + R"(",rank="0",worker="w-1"})";
+  };
+  for (const char* kind : {"all_reduce", "reduce_scatter", "all_gather"}) {
+    EXPECT_NE(scrape(*registry).find(series("relora_worker_collective_bytes_total", kind) + " 0"), std::string::npos)
+        << kind << "\n" << scrape(*registry);
+    EXPECT_NE(scrape(*registry).find(series("relora_worker_collective_sent_bytes_total", kind) + " 0"),
+              std::string::npos) << kind;
+  }
+  m.collective_sent("all_reduce", 1000, 1000);
+  m.collective_sent("all_reduce", 24, 24);
+  m.collective_sent("reduce_scatter", 4000, 3000);
+  const std::string text = scrape(*registry);
+  EXPECT_NE(text.find(series("relora_worker_collective_bytes_total", "all_reduce") + " 1024"), std::string::npos) << text;
+  EXPECT_NE(text.find(series("relora_worker_collective_bytes_total", "reduce_scatter") + " 4000"), std::string::npos);
+  EXPECT_NE(text.find(series("relora_worker_collective_sent_bytes_total", "reduce_scatter") + " 3000"), std::string::npos);
+  EXPECT_NE(text.find(series("relora_worker_collective_bytes_total", "all_gather") + " 0"), std::string::npos);
 }
 
 TEST(WorkerTrainMetrics, DeviceMemoryGaugesOnlyWhereTheStepReportsThem) {

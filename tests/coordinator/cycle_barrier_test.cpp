@@ -29,7 +29,7 @@ TEST(CoordinatorBarrier, CompletesWhenEveryRankReportsAndAcks) {
   EXPECT_EQ(b.boundary(0, 20, "low_rank_start").result, BarrierResult::kDuplicate);
   EXPECT_EQ(b.boundary(1, 20, "low_rank_start").result, BarrierResult::kComplete);
   ASSERT_TRUE(b.awaiting_acks());
-  auto expected = plan_command(spec, "low_rank_start", 20);
+  auto expected = plan_command(spec, relora::BoundaryKind::kLowRankStart, 20);
   expected.set_job_id("job-1");
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(b.command(), expected));
 

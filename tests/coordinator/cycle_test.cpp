@@ -38,7 +38,7 @@ class CoordinatorCycle : public ::testing::Test {
     a_->boundary(job_, 0, step, kind);
     EXPECT_FALSE(a_->next(150ms).has_value()) << "a command before every rank arrived";
     b_->boundary(job_, 1, step, kind);
-    v1::CycleCommand expected = relora::plan_command(spec_, kind, step);
+    v1::CycleCommand expected = relora::plan_command(spec_, *relora::parse_boundary_kind(kind), step);
     expected.set_job_id(job_);
     for (SimWorker* w : {a_.get(), b_.get()}) {
       auto m = w->next();

@@ -57,7 +57,7 @@ class CheckpointFaults(unittest.TestCase):
         complete = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(f"{ckpt}/step-*/COMPLETE"))
         self.assertEqual(complete, ["step-00000010", "step-00000020"])
         self.assertFalse(os.path.exists(f"{ckpt}/step-00000030"))
-        self.assertEqual(len(glob.glob(f"{ckpt}/.step-00000030.tmp-*")), 1, os.listdir(ckpt))
+        self.assertEqual(len(glob.glob(f"{ckpt}/.step-00000030.tmp")), 1, os.listdir(ckpt))
 
         # Corrupt the newest complete checkpoint: one byte in the middle of its tensors.
         state = glob.glob(f"{ckpt}/step-00000020/*.safetensors")
@@ -75,7 +75,7 @@ class CheckpointFaults(unittest.TestCase):
         self.assertIn("step-00000020", log)
         self.assertIn("checksum mismatch", log)
         self.assertIn("resumed from " + f"{ckpt}/step-00000010", log)
-        self.assertEqual(glob.glob(f"{ckpt}/.step-*.tmp-*"), [])
+        self.assertEqual(glob.glob(f"{ckpt}/.step-*.tmp"), [])
         self.assertTrue(os.path.exists(f"{ckpt}/step-{STEPS:08d}/COMPLETE"))
         with open(os.path.join(ckpt, "metrics.jsonl")) as f:
             steps = [json.loads(line)["step"] for line in f]

@@ -88,6 +88,7 @@ int main(int argc, char** argv) {
   app.add_option("--json", json_out, "also write the figures to this JSON file");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
+  relora::train::configure_process(threads);
 
   torch::Device device(torch::kCPU);
   try {
@@ -129,7 +130,6 @@ int main(int argc, char** argv) {
 
     relora::train::TrainerOptions options;
     options.device = device;
-    options.threads = threads;
     options.resume = false;
     options.save_checkpoints = false;
     options.export_model = false;

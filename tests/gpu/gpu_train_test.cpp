@@ -18,9 +18,9 @@
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/model/bf16_merge_bound.h"
 #include "tests/test_paths.h"
-#include "worker/cluster/gradient_sync.h"
+#include "worker/distributed/bucketed_all_reduce.h"
 #include "worker/cluster/host_info.h"
-#include "worker/cluster/process_group.h"
+#include "worker/distributed/process_group.h"
 #include "worker/model/relora_linear.h"
 #include "worker/train/runtime.h"
 #include "worker/train/trainer.h"
@@ -234,16 +234,16 @@ TEST(GpuNccl, AllReduceWithAWorldOfOne) {
                << gpu_testing::kNoCudaMessage;
 #else
   RELORA_REQUIRE_CUDA();
-  cluster::GroupOptions g;
+  distributed::GroupOptions g;
   g.store_host = "127.0.0.1";
   g.store_port = cluster::find_free_port();
   g.rank = 0;
   g.world = 1;
   g.local_host = "127.0.0.1";
-  g.backend = cluster::Backend::kNccl;
+  g.backend = distributed::Backend::kNccl;
   g.rendezvous_timeout = std::chrono::seconds(30);
   g.collective_timeout = std::chrono::seconds(60);
-  cluster::DataParallelGroup group(g);
+  distributed::DataParallelGroup group(g);
 
   // The sum over one rank is the tensor itself, for every dtype the trainer reduces.
   std::vector<at::Tensor> t = {torch::arange(6, torch::kFloat32).to(kCuda),
@@ -258,15 +258,23 @@ TEST(GpuNccl, AllReduceWithAWorldOfOne) {
     EXPECT_TRUE(torch::equal(t[i].cpu(), expected[i].cpu())) << "tensor " << i;
   }
 
-  // The trainer's path: bucketed mean (with the stop vote in the float64 bucket) over NCCL.
-  cluster::BucketedGradientSync sync(group);
+  // The replicated optimizer's path: bucketed mean over NCCL.
+  distributed::BucketedAllReduce all_reduce(group);
   std::vector<torch::Tensor> grads = {torch::full({4, 4}, 2.0, torch::kFloat32).to(kCuda),
                                       torch::full({1}, 3.0, torch::kFloat64).to(kCuda)};
-  sync.all_reduce_mean(grads);
+  all_reduce.mean(grads);
   EXPECT_TRUE(torch::equal(grads[0].cpu(), torch::full({4, 4}, 2.0, torch::kFloat32)));
   EXPECT_EQ(grads[1].item<double>(), 3.0);
-  EXPECT_FALSE(sync.stop_agreed());
-  EXPECT_EQ(sync.calls(), 1);
+  EXPECT_EQ(all_reduce.collectives(), 2);
+
+  // The sharded optimizer's path: reduce-scatter (an all-to-all) and all-gather over NCCL.
+  auto input = torch::arange(8, torch::kFloat32).to(kCuda);
+  auto shard = torch::empty({8}, torch::kFloat32).to(kCuda);
+  group.reduce_scatter_sum(input, shard);
+  auto gathered = torch::empty({8}, torch::kFloat32).to(kCuda);
+  group.all_gather(shard, gathered);
+  torch::cuda::synchronize();
+  EXPECT_TRUE(torch::equal(gathered.cpu(), torch::arange(8, torch::kFloat32)));
 #endif
 }
 

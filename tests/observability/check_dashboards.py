@@ -58,6 +58,7 @@ METRICS = {
     "relora_worker_model_flops_utilization": ("gauge", WORKER_LABELS),
     "relora_worker_allreduce_duration_seconds": ("histogram", WORKER_LABELS),
     "relora_worker_collective_bytes_total": ("counter", WORKER_LABELS + ("kind",)),
+    "relora_worker_collective_sent_bytes_total": ("counter", WORKER_LABELS + ("kind",)),
     "relora_worker_checkpoint_save_duration_seconds": ("histogram", WORKER_LABELS),
     "relora_worker_checkpoints_total": ("counter", WORKER_LABELS),
     "relora_worker_data_wait_seconds_total": ("counter", WORKER_LABELS),

@@ -192,14 +192,18 @@ TEST(TrainCheckpointFuzzRegression, MalformedManifestsAreErrorsNamingTheFile) {
       {"[1, 2]", "checkpoint metadata is not a JSON object"},
       {R"({"format": 1, "version": 1})", "not a relora checkpoint of version 1"},
       {with([](auto& m) { m["version"] = "1"; }), "not a relora checkpoint of version 1"},
-      {with([](auto& m) { m.erase("files"); }), "must record the state's size and CRC-32"},
-      {with([](auto& m) { m["files"] = 3; }), "must record the state's size and CRC-32"},
-      {with([](auto& m) { m["files"]["state.safetensors"]["bytes"] = -1.5e300; }), "must record the state's size"},
-      {with([](auto& m) { m["files"]["state.safetensors"]["crc32"] = "x"; }), "must record the state's size"},
-      {with([](auto& m) { m["files"]["state.safetensors"]["crc32"] = uint64_t{1} << 40; }), "must record the state's size"},
+      {with([](auto& m) { m.erase("files"); }), "files.state.safetensors must record the file's size and CRC-32"},
+      {with([](auto& m) { m["files"] = 3; }), "files.state.safetensors must record the file's size and CRC-32"},
+      {with([](auto& m) { m["files"]["state.safetensors"]["bytes"] = -1.5e300; }), "files.state.safetensors must record the file's size"},
+      {with([](auto& m) { m["files"]["state.safetensors"]["crc32"] = "x"; }), "files.state.safetensors must record the file's size"},
+      {with([](auto& m) { m["files"]["state.safetensors"]["crc32"] = uint64_t{1} << 40; }), "files.state.safetensors must record the file's size"},
       {with([](auto& m) { m["step"] = 1e300; }), "step is missing or not a non-negative integer"},
       {with([](auto& m) { m["step"] = -3; }), "step is missing or not a non-negative integer"},
       {with([](auto& m) { m.erase("step"); }), "step is missing or not a non-negative integer"},
+      {with([](auto& m) { m["shards"] = "optim-rank-00000.safetensors"; }), "shards is not a list of file names"},
+      {with([](auto& m) { m["shards"] = {"../state.safetensors"}; }), "shards lists a name that is not a shard file"},
+      {with([](auto& m) { m["shards"] = {"optim-rank-00000.safetensors"}; }),
+       "files.optim-rank-00000.safetensors must record the file's size and CRC-32"},
   };
   for (const auto& [meta, expected] : cases) {
     std::ofstream(path + "/meta.json", std::ios::trunc) << meta;

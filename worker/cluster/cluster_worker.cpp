@@ -7,16 +7,23 @@
 #include <spdlog/spdlog.h>
 
 #include "common/job_spec.h"
-#include "worker/cluster/error_message.h"
-#include "worker/cluster/gradient_sync.h"
 #include "worker/cluster/job_reporter.h"
-#include "worker/cluster/process_group.h"
 #include "worker/cluster/remote_cycle_controller.h"
+#include "worker/distributed/error_message.h"
+#include "worker/distributed/group_data_parallel.h"
+#include "worker/distributed/process_group.h"
 #include "worker/metrics/prometheus_train_metrics.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/trainer.h"
 
 namespace relora::cluster {
+
+using distributed::Backend;
+using distributed::CollectiveKind;
+using distributed::DataParallelGroup;
+using distributed::GroupOptions;
+using distributed::collective_kind_name;
+
 namespace {
 
 using relora::v1::CoordinatorMessage;
@@ -166,7 +173,6 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
     topts.rank = rank;
     topts.world = world;
     topts.controller = &controller;
-    topts.threads = options_.threads;
     topts.device = torch::Device(options_.device);
     reporter.install(topts);
     std::unique_ptr<metrics::PrometheusTrainMetrics> job_metrics;
@@ -177,7 +183,7 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
     }
     // Declared before the trainer, which uses them: destroyed after it.
     std::unique_ptr<DataParallelGroup> group;
-    std::unique_ptr<BucketedGradientSync> sync;
+    std::unique_ptr<distributed::GroupDataParallel> parallel;
     if (world > 1) {
       retryable = true;  // the rendezvous fails when a peer is gone
       GroupOptions g;
@@ -191,14 +197,14 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
       g.collective_timeout = options_.collective_timeout;
       group = std::make_unique<DataParallelGroup>(g);
       if (job_metrics) {
-        group->set_traffic_observer([m = job_metrics.get()](CollectiveKind kind, int64_t bytes) {
-          m->collective_sent(collective_kind_name(kind), bytes);
+        group->set_traffic_observer([m = job_metrics.get()](CollectiveKind kind, int64_t bytes, int64_t sent) {
+          m->collective_sent(collective_kind_name(kind), bytes, sent);
         });
       }
-      sync = std::make_unique<BucketedGradientSync>(*group, options_.bucket_bytes);
-      sync->set_local_stop([&controller] { return controller.stopping(); });
-      controller.set_group_stop([s = sync.get()] { return s->stop_agreed(); });
-      topts.sync = sync.get();
+      parallel = std::make_unique<distributed::GroupDataParallel>(*group, options_.bucket_bytes);
+      parallel->stop_vote().set_local([&controller] { return controller.stopping(); });
+      controller.set_group_stop([p = parallel.get()] { return p->stop_vote().agreed(); });
+      topts.parallel = parallel.get();
     }
     std::unique_ptr<train::Trainer> trainer;
     auto build = [&] { trainer = std::make_unique<train::Trainer>(a.spec(), topts); };
@@ -216,10 +222,10 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
     if (rank == 0) summary_json = summary.to_json().dump();
   } catch (const std::exception& e) {
     // A stop at a boundary surfaces as the trainer's "stopped by the controller"; say why.
-    error = controller.stopping() ? controller.stop_reason() : error_message(e);
+    error = controller.stopping() ? controller.stop_reason() : distributed::error_message(e);
     if (!controller.stopping()) {
       spdlog::error("job {}: rank {} failed: {}", job, rank, error);
-      const std::string stack = error_stack(e);
+      const std::string stack = distributed::error_stack(e);
       if (!stack.empty()) spdlog::debug("job {}: rank {}: C++ stack of the failure:{}", job, rank, stack);
     }
   }

@@ -1,8 +1,8 @@
 // relora-worker --coordinator: a worker that takes jobs from the coordinator.
 //
 // The main thread (run()) waits for an Assignment, trains that rank's shard with a Trainer (a
-// RemoteCycleController answering its boundaries, a BucketedGradientSync averaging its gradients
-// when world > 1), reports JobFinished, and waits for the next one. A job that fails (a bad spec,
+// RemoteCycleController answering its boundaries, a distributed::GroupDataParallel synchronising
+// its gradients when world > 1), reports JobFinished, and waits for the next one. A job that fails (a bad spec,
 // a trainer exception, a lost peer) is reported as JobFinished{ok = false} and the worker goes
 // back to waiting: it never exits because of a job.
 //
@@ -65,7 +65,6 @@ class RemoteCycleController;
 
 struct ClusterWorkerOptions {
   CoordinatorClientOptions client;
-  int threads = 1;  // LibTorch intra-op threads (TrainerOptions::threads)
   // Where this worker trains (TrainerOptions::device): "cpu" (Gloo between the ranks) or "cuda:N"
   // (NCCL, in builds with RELORA_WITH_CUDA).
   std::string device = "cpu";
@@ -79,6 +78,7 @@ struct ClusterWorkerOptions {
   // The other ranks wait this long for rank 0 to prepare the data (a tokenizer may be trained).
   std::chrono::milliseconds data_timeout{std::chrono::minutes(30)};
   std::chrono::milliseconds progress_interval{std::chrono::seconds(1)};
+  // One gradient all-reduce, or one reduce-scatter / all-gather bucket of a sharded optimizer.
   int64_t bucket_bytes = int64_t{25} << 20;
   // Each job's Prometheus series (labels job_id, rank, worker) go here; nullptr: no metrics.
   prometheus::Registry* metrics_registry = nullptr;

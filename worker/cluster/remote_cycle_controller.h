@@ -12,7 +12,7 @@
 // Cancel: waiting at a boundary, it returns a stop command (rank 0 checkpoints first), since all
 // ranks wait there for the same coordinator and none is inside a collective. Between steps,
 // stop_requested() turns true: on every rank at the same step when set_group_stop() connects it to
-// the ranks' agreed vote (BucketedGradientSync), else (a single rank) at once.
+// the ranks' agreed vote (distributed::StopVote), else (a single rank) at once.
 //
 // Threading: at_boundary / acknowledge / stop_requested run on the training thread; deliver() on
 // the stream's reader thread; request_stop() on any thread; resend_pending() on the connection

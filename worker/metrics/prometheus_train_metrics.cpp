@@ -102,7 +102,8 @@ struct PrometheusTrainMetrics::Series {
   Gauge *eval_loss = nullptr, *eval_perplexity = nullptr;  // created at the first evaluation
   Gauge *device_allocated = nullptr, *device_reserved = nullptr, *device_peak = nullptr;  // GPU workers only
   Counter *merges = nullptr, *resets = nullptr, *checkpoints = nullptr, *data_wait = nullptr;
-  std::map<std::string, Counter*> collective_bytes;  // by kind
+  std::map<std::string, Counter*> collective_bytes;       // by kind
+  std::map<std::string, Counter*> collective_sent_bytes;  // by kind
   Histogram *allreduce_duration = nullptr, *checkpoint_duration = nullptr;
   std::map<std::string, Gauge*> effective_rank;  // by layer
 };
@@ -131,9 +132,9 @@ PrometheusTrainMetrics::PrometheusTrainMetrics(prometheus::Registry& registry, c
   s.mfu = &s.gauge("relora_worker_model_flops_utilization",
                    "Model FLOPs utilisation (0-1): tokens/s x full-rank FLOPs per token / measured peak.");
   s.allreduce_duration = &s.histogram("relora_worker_allreduce_duration_seconds",
-                                      "Wall time of the gradient all-reduce of one step.", exponential(0.0005, 2, 16));
+                                      "Wall time of one step's collectives: the gradient all-reduce (or, with a sharded optimizer, reduce-scatter and all-gather).", exponential(0.0005, 2, 16));
   // Every kind the process group has, from the start (a rate over a series born mid-job misses its first bytes).
-  collective_sent("all_reduce", 0);
+  for (const char* kind : {"all_reduce", "reduce_scatter", "all_gather"}) collective_sent(kind, 0, 0);
   s.checkpoint_duration = &s.histogram("relora_worker_checkpoint_save_duration_seconds",
                                        "Wall time to commit one checkpoint.", exponential(0.05, 2, 14));
   s.checkpoints = &s.counter("relora_worker_checkpoints_total", "Checkpoints committed.");
@@ -223,12 +224,18 @@ void PrometheusTrainMetrics::update_rank(const std::string& layer, int64_t rank)
 
 void PrometheusTrainMetrics::gradient_sync_done(double seconds) { s_->allreduce_duration->Observe(seconds); }
 
-void PrometheusTrainMetrics::collective_sent(const char* kind, int64_t bytes) {
+void PrometheusTrainMetrics::collective_sent(const char* kind, int64_t bytes, int64_t sent_bytes) {
   s_->child(s_->collective_bytes, kind, [&]() -> Counter& {
       return s_->counter("relora_worker_collective_bytes_total",
-                         "Payload bytes this rank handed to collectives, by kind (measured in the process group).",
+                         "Payload bytes of this rank's collectives, by kind (counted in the process group).",
                          {{"kind", kind}});
     }).Increment(static_cast<double>(bytes));
+  s_->child(s_->collective_sent_bytes, kind, [&]() -> Counter& {
+      return s_->counter("relora_worker_collective_sent_bytes_total",
+                         "Bytes this rank sent to its peers in collectives, by kind (ring algorithms; exact for "
+                         "the reduce-scatter).",
+                         {{"kind", kind}});
+    }).Increment(static_cast<double>(sent_bytes));
 }
 
 }  // namespace relora::metrics

@@ -27,7 +27,7 @@ class PrometheusTrainMetrics : public train::TrainMetrics {
   void checkpoint_saved(double seconds) override;
   void update_rank(const std::string& layer, int64_t rank) override;
   void gradient_sync_done(double seconds) override;
-  void collective_sent(const char* kind, int64_t bytes) override;
+  void collective_sent(const char* kind, int64_t bytes, int64_t sent_bytes) override;
 
  private:
   struct Series;  // the labelled children; defined in the .cpp

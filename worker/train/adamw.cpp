@@ -54,48 +54,30 @@ torch::Tensor zero_state(const torch::Tensor& param) {
 }  // namespace
 
 void AdamW::add_parameter(const std::string& name, const torch::Tensor& param, bool low_rank) {
-  for (const auto& e : entries_)
-    if (e.name == name) throw std::logic_error("AdamW: parameter registered twice: " + name);
+  add_piece(name, param, torch::Tensor(), low_rank, param.dim() >= 2);
+}
+
+void AdamW::add_piece(const std::string& name, const torch::Tensor& piece, const torch::Tensor& grad, bool low_rank,
+                      bool decay) {
+  if (!grad.defined()) {
+    for (const auto& e : entries_)
+      if (e.name == name) throw std::logic_error("AdamW: parameter registered twice: " + name);
+  }
   Entry e;
   e.name = name;
-  e.param = param;
+  e.param = piece;
+  e.grad = grad;
   // Moments in the master weights' dtype (fp32 in training; fp64 in the exactness tests).
-  e.exp_avg = zero_state(param);
-  e.exp_avg_sq = zero_state(param);
+  e.exp_avg = zero_state(piece);
+  e.exp_avg_sq = zero_state(piece);
   e.low_rank = low_rank;
-  assign_owner(e);
+  e.decay = decay;
   entries_.push_back(std::move(e));
 }
 
-bool AdamW::owns(const Entry& e) const { return world_ <= 1 || e.owner == rank_; }
-
-void AdamW::assign_owner(Entry& e) {
-  if (world_ <= 1) return;
-  e.owner = static_cast<int>(std::min_element(owned_elements_.begin(), owned_elements_.end()) -
-                             owned_elements_.begin());
-  owned_elements_[e.owner] += e.param.numel();
-  if (!owns(e)) {  // the memory saving: no moments for what another rank updates
-    e.exp_avg = torch::Tensor();
-    e.exp_avg_sq = torch::Tensor();
-  }
-}
-
-void AdamW::shard(int rank, int world) {
-  if (world < 1 || rank < 0 || rank >= world) throw std::invalid_argument("AdamW::shard: bad rank/world");
-  rank_ = rank;
-  world_ = world;
-  owned_elements_.assign(static_cast<size_t>(world), 0);
-  for (auto& e : entries_) assign_owner(e);
-}
-
 void AdamW::remove_parameter(const std::string& name) {
-  for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-    if (it->name == name) {
-      if (world_ > 1) owned_elements_[it->owner] -= it->param.numel();
-      entries_.erase(it);
-      return;
-    }
-  }
+  entries_.erase(std::remove_if(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.name == name; }),
+                 entries_.end());
 }
 
 std::vector<torch::Tensor> AdamW::parameters() const {
@@ -107,6 +89,7 @@ std::vector<torch::Tensor> AdamW::parameters() const {
 
 void AdamW::zero_grad() {
   for (auto& e : entries_) {
+    if (e.grad.defined()) continue;  // a piece's gradient belongs to its owner
     auto& g = e.param.mutable_grad();
     if (g.defined()) g.reset();
   }
@@ -176,11 +159,13 @@ double sum_of_squares(const T* g, int64_t n) {
 
 }  // namespace
 
-double AdamW::grad_norm() const {
+double AdamW::grad_norm() const { return std::sqrt(grad_sum_of_squares()); }
+
+double AdamW::grad_sum_of_squares() const {
   torch::NoGradGuard no_grad;
   double total = 0;
   for (const auto& e : entries_) {
-    const auto& g = e.param.grad();
+    const auto& g = e.gradient();
     if (!g.defined()) continue;
     const bool fast = model::cpu_fast_paths() && g.device().is_cpu() && g.is_contiguous();
     if (fast && g.scalar_type() == torch::kFloat) {
@@ -192,7 +177,7 @@ double AdamW::grad_norm() const {
       total += n * n;
     }
   }
-  return std::sqrt(total);
+  return total;
 }
 
 double AdamW::clip_and_step(double lr, double max_norm) {
@@ -207,13 +192,12 @@ void AdamW::step(double lr, double grad_scale) {
   torch::NoGradGuard no_grad;
   const double b1 = options_.beta1, b2 = options_.beta2;
   for (auto& e : entries_) {
-    const auto& grad = e.param.grad();
+    const auto& grad = e.gradient();
     if (!grad.defined()) continue;
-    e.step += 1;  // on every rank: the counters stay identical, whoever owns the update
-    if (!owns(e)) continue;
+    e.step += 1;
     const double bias1 = 1.0 - std::pow(b1, static_cast<double>(e.step));
     const double bias2 = 1.0 - std::pow(b2, static_cast<double>(e.step));
-    const double wd = e.param.dim() >= 2 ? options_.weight_decay : 0.0;
+    const double wd = e.decay ? options_.weight_decay : 0.0;
     if (fusable(e, grad)) {
       if (e.param.scalar_type() == torch::kFloat) {
         fused_adamw(e.param.data_ptr<float>(), grad.data_ptr<float>(), e.exp_avg.data_ptr<float>(),
@@ -255,36 +239,31 @@ torch::Tensor magnitude_mask(const torch::Tensor& exp_avg, double ratio) {
   return magnitude.le(threshold).view(exp_avg.sizes());
 }
 
-// Mask (true = zero) with each element drawn independently with probability `ratio`, on the CPU
-// from the shared seed so every rank prunes the same elements.
-torch::Tensor random_mask(const torch::Tensor& like, double ratio, at::Generator& gen) {
-  return torch::empty(like.sizes(), torch::kFloat32).bernoulli_(ratio, gen).to(torch::kBool).to(like.device());
-}
-
 }  // namespace
+
+// Random masks are drawn on the CPU from the shared seed, so every rank prunes the same elements.
+torch::Tensor reset_mask(ResetMode mode, double ratio, const torch::Tensor& exp_avg, at::Generator& gen) {
+  if (mode == ResetMode::kZero || ratio >= 1.0)
+    return torch::ones(exp_avg.sizes(), exp_avg.options().dtype(torch::kBool));
+  if (mode == ResetMode::kMagnitude) return magnitude_mask(exp_avg, ratio);
+  return torch::empty(exp_avg.sizes(), torch::kFloat32).bernoulli_(ratio, gen).to(torch::kBool).to(exp_avg.device());
+}
 
 ResetStats AdamW::reset_low_rank_states(ResetMode mode, double ratio, uint64_t seed) {
   ResetStats stats;
   if (mode == ResetMode::kNone) return stats;
   torch::NoGradGuard no_grad;
-  auto gen = at::detail::createCPUGenerator(seed);
+  at::Generator gen = at::detail::createCPUGenerator(seed);
   for (auto& e : entries_) {
     if (!e.low_rank || e.param.numel() == 0) continue;
-    if (!owns(e)) {
-      // Drawn anyway, so that the generator reaches the next parameter in the same state as on
-      // an unsharded optimizer: the owners of every parameter prune the same elements.
-      if (mode == ResetMode::kRandom && ratio < 1.0) random_mask(e.param, ratio, gen);
-      continue;
-    }
     stats.total += 2 * e.exp_avg.numel();
-    if (mode == ResetMode::kZero || ratio >= 1.0) {
+    if (mode == ResetMode::kZero || ratio >= 1.0) {  // no mask needed (and none drawn)
       e.exp_avg.zero_();
       e.exp_avg_sq.zero_();
       stats.zeroed += 2 * e.exp_avg.numel();
       continue;
     }
-    const torch::Tensor mask =
-        mode == ResetMode::kMagnitude ? magnitude_mask(e.exp_avg, ratio) : random_mask(e.exp_avg, ratio, gen);
+    const torch::Tensor mask = reset_mask(mode, ratio, e.exp_avg, gen);
     e.exp_avg.masked_fill_(mask, 0.0);
     e.exp_avg_sq.masked_fill_(mask, 0.0);
     stats.zeroed += 2 * mask.sum().item<int64_t>();

@@ -2,14 +2,19 @@
 //
 // Our own optimizer rather than torch::optim::AdamW because ReLoRA needs to reach into the state
 // of specific parameters (prune the LoRA factors' moments at every merge, keep everyone else's),
-// checkpoint it by parameter name for exact resume, and later shard it across ranks. The update is
-// the same as torch.optim.AdamW (decoupled weight decay, bias correction by a per-parameter step).
+// checkpoint it by parameter name for exact resume. The update is the same as torch.optim.AdamW
+// (decoupled weight decay, bias correction by a per-parameter step).
+//
+// Single-rank code: it updates what it is given. The sharded optimizer of worker/distributed
+// gives it this rank's pieces of the parameters (flat views) with their reduce-scattered
+// gradients; the reset masks come from reset_mask(), which it applies to the whole parameter.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include <ATen/core/Generator.h>
 #include <torch/types.h>
 
 namespace relora::train {
@@ -38,6 +43,10 @@ class AdamW {
   // Registers a parameter. `low_rank` marks LoRA factors (the only ones the reset touches).
   // Weight decay applies to matrices only (dim >= 2), not to norm gains.
   void add_parameter(const std::string& name, const torch::Tensor& param, bool low_rank);
+  // Registers a piece of a parameter (a contiguous view) updated from `grad` (same shape) instead
+  // of param.grad(); `decay` says whether the parameter it belongs to takes weight decay.
+  void add_piece(const std::string& name, const torch::Tensor& piece, const torch::Tensor& grad, bool low_rank,
+                 bool decay);
   // Drops a parameter and its state (a W frozen when the low-rank phase starts).
   void remove_parameter(const std::string& name);
 
@@ -52,6 +61,8 @@ class AdamW {
 
   // L2 norm of all defined gradients together (what clip_grad_norm_ computes), summed in fp64.
   double grad_norm() const;
+  // Its square: what ranks holding pieces of the gradients add up before the square root.
+  double grad_sum_of_squares() const;
   // clip_grad_norm_ folded into the update: the norm, then step() with the gradients scaled by
   // min(1, max_norm / (norm + 1e-6)). Returns the norm before clipping.
   double clip_and_step(double lr, double max_norm);
@@ -66,35 +77,27 @@ class AdamW {
   struct Entry {
     std::string name;
     torch::Tensor param;
-    torch::Tensor exp_avg;     // same shape and dtype as param; undefined when another rank owns it
-    torch::Tensor exp_avg_sq;  // same shape and dtype as param; undefined when another rank owns it
+    torch::Tensor grad;        // the gradient of a piece (add_piece); undefined: param.grad()
+    torch::Tensor exp_avg;     // same shape and dtype as param
+    torch::Tensor exp_avg_sq;  // same shape and dtype as param
     int64_t step = 0;
     bool low_rank = false;
-    int owner = 0;  // the rank that updates it, when sharded
+    bool decay = false;
+    const torch::Tensor& gradient() const { return grad.defined() ? grad : param.grad(); }
   };
   const std::vector<Entry>& entries() const { return entries_; }
   std::vector<Entry>& mutable_entries() { return entries_; }
   std::vector<torch::Tensor> parameters() const;
   const AdamWOptions& options() const { return options_; }
 
-  // Sharding across `world` data-parallel ranks (cluster.shard_optimizer): this rank keeps the
-  // moments of, and updates, only the parameters it owns; the trainer then shares the updated
-  // values (share_owned_parameters in trainer.cpp). Each parameter gets its owner once, when it is
-  // registered: the rank owning the fewest elements so far (ties: the lowest). Registration order
-  // is the same on every rank, so every rank computes the same owners. Call before or after
-  // registering; the moments of parameters owned elsewhere are released.
-  void shard(int rank, int world);
-  int shard_world() const { return world_; }
-  bool owns(const Entry& e) const;
-
  private:
-  void assign_owner(Entry& e);
-
   AdamWOptions options_;
   std::vector<Entry> entries_;
-  int rank_ = 0;
-  int world_ = 1;
-  std::vector<int64_t> owned_elements_;  // by rank, when sharded
 };
+
+// The reset mask (true = zero the element) of one whole parameter's moments: see
+// AdamW::reset_low_rank_states. kRandom draws from `gen` (numel draws, in flat order, whatever the
+// shape), so optimizers that hold pieces of the parameter get the same mask by drawing it whole.
+torch::Tensor reset_mask(ResetMode mode, double ratio, const torch::Tensor& exp_avg, at::Generator& gen);
 
 }  // namespace relora::train

@@ -74,21 +74,48 @@ bool is_step_dir(const fs::path& p) {
 
 CheckpointStore::CheckpointStore(std::string dir, int keep) : dir_(std::move(dir)), keep_(std::max(1, keep)) {}
 
-std::string CheckpointStore::save(int64_t step, const nlohmann::json& meta, const NamedTensors& tensors) {
+std::string CheckpointStore::staging_dir(int64_t step) const {
+  return dir_ + "/." + step_dir_name(step) + ".tmp";
+}
+
+void CheckpointStore::begin(int64_t step) {
   fs::create_directories(dir_);
-  const std::string name = step_dir_name(step);
-  const std::string final_dir = dir_ + "/" + name;
-  const std::string tmp_dir = dir_ + "/." + name + ".tmp-" + std::to_string(::getpid());
-  // Leftovers of saves that crashed before their commit (one writer per store: rank 0 of the
-  // job, so none of them is still being written).
+  // Leftovers of saves that crashed before their commit (one committer per store: rank 0 of the
+  // job, which is here, so none of them is still being written).
   for (const auto& entry : fs::directory_iterator(dir_)) {
     const std::string leftover = entry.path().filename().string();
-    if (leftover.rfind(".step-", 0) == 0 && leftover.find(".tmp-") != std::string::npos) {
+    if (leftover.rfind(".step-", 0) == 0 && leftover.find(".tmp") != std::string::npos) {
       spdlog::info("removing {}: an interrupted checkpoint save", entry.path().string());
       fs::remove_all(entry.path());
     }
   }
-  fs::create_directories(tmp_dir);
+  fs::create_directories(staging_dir(step));
+}
+
+std::string CheckpointStore::shard_name(int rank) {
+  char name[64];
+  std::snprintf(name, sizeof(name), "optim-rank-%05d.safetensors", rank);
+  return name;
+}
+
+ShardFile CheckpointStore::write_shard(int64_t step, int rank, const NamedTensors& tensors) const {
+  const std::string name = shard_name(rank);
+  const std::string path = staging_dir(step) + "/" + name;
+  if (!fs::is_directory(staging_dir(step)))
+    throw std::runtime_error(staging_dir(step) + ": the checkpoint's staging directory is missing (not begun, or "
+                             "not on a filesystem every rank reaches)");
+  write_safetensors(path, tensors);
+  fsync_path(path);
+  const FileDigest digest = digest_file(path);
+  return {name, digest.bytes, digest.crc};
+}
+
+std::string CheckpointStore::save(int64_t step, const nlohmann::json& meta, const NamedTensors& tensors,
+                                  const std::vector<ShardFile>& shards) {
+  if (shards.empty()) begin(step);
+  const std::string name = step_dir_name(step);
+  const std::string final_dir = dir_ + "/" + name;
+  const std::string tmp_dir = staging_dir(step);
 
   const std::string state_path = tmp_dir + "/" + kStateFile;
   write_safetensors(state_path, tensors);
@@ -102,6 +129,12 @@ std::string CheckpointStore::save(int64_t step, const nlohmann::json& meta, cons
   full["version"] = kVersion;
   full["step"] = step;
   full["files"][kStateFile] = {{"bytes", digest.bytes}, {"crc32", digest.crc}};
+  full["shards"] = nlohmann::json::array();
+  for (const auto& shard : shards) {
+    if (!fs::exists(tmp_dir + "/" + shard.name)) throw std::runtime_error(tmp_dir + "/" + shard.name + ": missing");
+    full["files"][shard.name] = {{"bytes", shard.bytes}, {"crc32", shard.crc32}};
+    full["shards"].push_back(shard.name);
+  }
   const std::string meta_path = tmp_dir + "/" + kMetaFile;
   write_text_file(meta_path, full.dump(2));
   fsync_path(meta_path);
@@ -186,31 +219,48 @@ Checkpoint load_checkpoint(const std::string& path) {
     if (it == obj.end() || !it->is_number_unsigned() || it->get<uint64_t>() > max) return std::nullopt;
     return it->get<uint64_t>();
   };
-  std::optional<uint64_t> expected_bytes, expected_crc;
-  if (const auto files = meta.find("files"); files != meta.end() && files->is_object()) {
-    if (const auto state = files->find(kStateFile); state != files->end() && state->is_object()) {
-      expected_bytes = unsigned_field(*state, "bytes", std::numeric_limits<uint64_t>::max());
-      expected_crc = unsigned_field(*state, "crc32", std::numeric_limits<uint32_t>::max());
+  const auto files = meta.find("files");
+  // Every file meta.json lists must be there with its recorded size and CRC-32.
+  const auto verify = [&](const std::string& name) {
+    std::optional<uint64_t> expected_bytes, expected_crc;
+    if (files != meta.end() && files->is_object()) {
+      if (const auto f = files->find(name); f != files->end() && f->is_object()) {
+        expected_bytes = unsigned_field(*f, "bytes", std::numeric_limits<uint64_t>::max());
+        expected_crc = unsigned_field(*f, "crc32", std::numeric_limits<uint32_t>::max());
+      }
     }
-  }
-  if (!expected_bytes || !expected_crc)
-    throw std::runtime_error(meta_path + ": files." + kStateFile +
-                             " must record the state's size and CRC-32 (bytes, crc32: non-negative integers)");
+    if (!expected_bytes || !expected_crc)
+      throw std::runtime_error(meta_path + ": files." + name +
+                               " must record the file's size and CRC-32 (bytes, crc32: non-negative integers)");
+    const std::string file_path = dir + "/" + name;
+    if (!fs::exists(file_path)) throw std::runtime_error(file_path + ": missing");
+    const FileDigest digest = digest_file(file_path);
+    if (digest.bytes != *expected_bytes)
+      throw std::runtime_error(file_path + ": size " + std::to_string(digest.bytes) + " bytes, expected " +
+                               std::to_string(*expected_bytes) + " (truncated?)");
+    if (digest.crc != *expected_crc) throw std::runtime_error(file_path + ": checksum mismatch (file is corrupt)");
+    return file_path;
+  };
   const auto step = unsigned_field(meta, "step", static_cast<uint64_t>(std::numeric_limits<int64_t>::max()));
   if (!step) throw std::runtime_error(meta_path + ": step is missing or not a non-negative integer");
-  if (!fs::exists(state_path)) throw std::runtime_error(state_path + ": missing");
-  const FileDigest digest = digest_file(state_path);
-  if (digest.bytes != *expected_bytes)
-    throw std::runtime_error(state_path + ": size " + std::to_string(digest.bytes) + " bytes, expected " +
-                             std::to_string(*expected_bytes) + " (truncated?)");
-  if (digest.crc != *expected_crc)
-    throw std::runtime_error(state_path + ": checksum mismatch (file is corrupt)");
+  verify(kStateFile);
+  std::vector<std::string> shard_files;
+  if (const auto shards = meta.find("shards"); shards != meta.end()) {
+    if (!shards->is_array()) throw std::runtime_error(meta_path + ": shards is not a list of file names");
+    for (const auto& shard : *shards) {
+      if (!shard.is_string() || shard.get<std::string>().find('/') != std::string::npos ||
+          shard.get<std::string>().rfind("optim-rank-", 0) != 0)
+        throw std::runtime_error(meta_path + ": shards lists a name that is not a shard file: " + shard.dump());
+      shard_files.push_back(verify(shard.get<std::string>()));
+    }
+  }
 
   Checkpoint ckpt;
   ckpt.step = static_cast<int64_t>(*step);
   ckpt.meta = std::move(meta);
   ckpt.state = read_safetensors(state_path);
   ckpt.path = dir;
+  ckpt.shard_files = std::move(shard_files);
   return ckpt;
 }
 

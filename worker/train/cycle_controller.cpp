@@ -1,17 +1,6 @@
 #include "worker/train/cycle_controller.h"
 
-#include "common/cycle_plan.h"
-
 namespace relora::train {
-
-const char* boundary_kind_name(BoundaryKind kind) {
-  switch (kind) {
-    case BoundaryKind::kLowRankStart: return kBoundaryLowRankStart;
-    case BoundaryKind::kCycleEnd: return kBoundaryCycleEnd;
-    case BoundaryKind::kJobEnd: return kBoundaryJobEnd;
-  }
-  return "?";
-}
 
 CycleCommand command_from_proto(const relora::v1::CycleCommand& p) {
   CycleCommand cmd;
@@ -28,7 +17,7 @@ CycleCommand command_from_proto(const relora::v1::CycleCommand& p) {
 }
 
 CycleCommand LocalCycleController::at_boundary(const Boundary& boundary) {
-  return command_from_proto(plan_command(spec_, boundary_kind_name(boundary.kind), boundary.step));
+  return command_from_proto(plan_.command(boundary.kind, boundary.step));
 }
 
 }  // namespace relora::train

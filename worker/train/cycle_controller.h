@@ -10,14 +10,16 @@
 #include <cstdint>
 #include <string>
 
+#include "common/cycle_plan.h"
 #include "relora/v1/job.pb.h"
 #include "relora/v1/service.pb.h"
 #include "worker/train/adamw.h"
 
 namespace relora::train {
 
-enum class BoundaryKind { kLowRankStart, kCycleEnd, kJobEnd };
-const char* boundary_kind_name(BoundaryKind kind);
+// The plan's boundary kinds (common/cycle_plan.h), by their short names here.
+using relora::BoundaryKind;
+using relora::boundary_kind_name;
 
 struct Boundary {
   BoundaryKind kind = BoundaryKind::kCycleEnd;
@@ -50,15 +52,15 @@ class CycleController {
   virtual bool stop_requested() { return false; }
 };
 
-// Answers from the job spec alone (standalone mode) with common/cycle_plan.h's plan_command,
-// exactly the commands the coordinator sends in a cluster.
+// Answers from the job's ReloraPlan (standalone mode): exactly the commands the coordinator sends
+// in a cluster.
 class LocalCycleController : public CycleController {
  public:
-  explicit LocalCycleController(const relora::v1::JobSpec& spec) : spec_(spec) {}
+  explicit LocalCycleController(const relora::v1::JobSpec& spec) : plan_(spec) {}
   CycleCommand at_boundary(const Boundary& boundary) override;
 
  private:
-  relora::v1::JobSpec spec_;
+  ReloraPlan plan_;
 };
 
 // The wire form of a command (from the coordinator or plan_command) as the trainer applies it.

@@ -61,6 +61,11 @@ void keep_freed_host_memory() {
 #endif
 }
 
+void configure_process(int intra_op_threads) {
+  configure_threads(intra_op_threads);
+  keep_freed_host_memory();
+}
+
 void configure_threads(int intra_op_threads) {
   if (intra_op_threads > 0) at::set_num_threads(intra_op_threads);
 }

@@ -12,6 +12,11 @@ namespace relora::train {
 int64_t current_rss_bytes();
 int64_t peak_rss_bytes();
 
+// The process-wide settings a training program makes once, in main() (the worker, the benchmarks,
+// the test programs that train): configure_threads(intra_op_threads) and keep_freed_host_memory().
+// Not the Trainer's business: several Trainers (ranks) may share a process.
+void configure_process(int intra_op_threads);
+
 // LibTorch's intra-op threads. OpenBLAS runs its own thread pool for matrix products; on the
 // 2-core build machine, adding torch intra-op threads on top made an eager training step 1.9x
 // slower (oversubscription, see docs/architecture.md), so the default is 1. 0 keeps LibTorch's own.
@@ -21,8 +26,8 @@ void configure_threads(int intra_op_threads);
 // serves big blocks with fresh mmap()s and unmaps them on free, so every step page-faults and
 // zero-fills its whole working set again (measured on the 2-core build machine, micro preset in
 // relora mode: 2.9x the page faults and 11% slower steps without this). This serves everything from the
-// heap and never trims it, so freed blocks stay mapped for reuse. Once per process (the trainer
-// calls it); RELORA_MALLOC_TUNING=0 turns it off. A no-op outside glibc.
+// heap and never trims it, so freed blocks stay mapped for reuse. Once per process
+// (configure_process); RELORA_MALLOC_TUNING=0 turns it off. A no-op outside glibc.
 void keep_freed_host_memory();
 
 // Enables bf16 autocast (fp32 master weights, bf16 matrix products) on `device` while alive.

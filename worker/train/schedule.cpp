@@ -45,7 +45,7 @@ JobSchedule::JobSchedule(const relora::v1::JobSpec& spec) {
     low_.total_steps = low_steps;
     low_.warmup_steps = std::min<int64_t>(tr.warmup_steps(), low_steps - 1);
     low_.min_lr_ratio = tr.min_lr_ratio();
-    if (rl.mode() == "relora") {
+    if (train_mode(spec) == TrainMode::kRelora) {
       low_.cycle_steps = rl.cycle_steps();
       low_.restart_warmup_steps = rl.restart_warmup_steps();
     }

@@ -36,9 +36,11 @@ class TrainMetrics {
   virtual void update_rank(const std::string& /*layer*/, int64_t /*rank*/) {}
   // The gradient all-reduce of one step took `seconds` (data parallelism only).
   virtual void gradient_sync_done(double /*seconds*/) {}
-  // The process group handed `bytes` of payload to one collective of `kind` ("all_reduce"): gradients,
-  // the sharded optimizer's parameter exchange, checkpoint gathers, evaluation sums.
-  virtual void collective_sent(const char* /*kind*/, int64_t /*bytes*/) {}
+  // The process group ran one collective of `kind` ("all_reduce", "reduce_scatter", "all_gather"):
+  // `bytes` of payload, of which this rank sent `sent_bytes` (see CollectiveTraffic in
+  // worker/distributed/process_group.h). Gradients, the sharded optimizer's parameter exchange,
+  // evaluation sums, checkpoint records.
+  virtual void collective_sent(const char* /*kind*/, int64_t /*bytes*/, int64_t /*sent_bytes*/) {}
 };
 
 }  // namespace relora::train

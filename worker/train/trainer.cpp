@@ -5,15 +5,18 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <numeric>
 #include <stdexcept>
 
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include "common/cycle_plan.h"
 #include "common/job_spec.h"
 #include "worker/model/torch_compat.h"
 #include "worker/train/export.h"
+#include "worker/train/local_optimizer.h"
 #include "worker/train/model_state.h"
 #include "worker/train/runtime.h"
 #include "worker/train/update_spectrum.h"
@@ -22,6 +25,9 @@ namespace relora::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Keeps dropout seeds apart from the merges' re-init seeds (both mix the job seed with a number).
+constexpr uint64_t kDropoutSeedSalt = 0x6a09e667f3bcc909ULL;
 
 bool is_low_rank_factor(const std::string& name) {
   return name.find("lora_A") != std::string::npos || name.find("lora_B") != std::string::npos;
@@ -58,10 +64,10 @@ nlohmann::json TrainSummary::to_json() const {
 Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
     : spec_(std::move(spec)),
       options_(std::move(options)),
+      plan_(spec_),
+      bf16_(spec_.training().dtype() == "bf16"),
       schedule_(spec_),
       store_(spec_.checkpoint().dir(), spec_.checkpoint().keep()) {
-  configure_threads(options_.threads);
-  keep_freed_host_memory();
   monitor_ = options_.metrics ? options_.metrics : &no_metrics_;
   if (options_.controller) {
     controller_ = options_.controller;
@@ -80,16 +86,22 @@ Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
   model_->init_weights(seed);
   model_->to(options_.device);
   model_->train();
-  // Dropout draws from this rank's own generator (not the process-wide one: ranks may be threads
-  // of one process), distinct per rank and restored exactly on resume.
-  dropout_gen_ = model::compat::make_device_generator(options_.device, seed + static_cast<uint64_t>(options_.rank));
+  dropout_gen_ = model::compat::make_device_generator(options_.device, seed);
   for (auto& [name, linear] : model_->relora_linears()) linear->set_dropout_generator(dropout_gen_);
 
   const auto& tr = spec_.training();
-  optimizer_ = std::make_unique<AdamW>(AdamWOptions{tr.adam_beta1(), tr.adam_beta2(), tr.adam_eps(), tr.weight_decay()});
-  if (spec_.cluster().shard_optimizer() && options_.world > 1) {
-    if (options_.sync == nullptr) throw std::invalid_argument("cluster.shard_optimizer needs a GradientSync");
-    optimizer_->shard(options_.rank, options_.world);
+  const AdamWOptions adamw{tr.adam_beta1(), tr.adam_beta2(), tr.adam_eps(), tr.weight_decay()};
+  if (options_.parallel) {
+    if (options_.parallel->rank() != options_.rank || options_.parallel->world() != options_.world)
+      throw std::invalid_argument("trainer: options say rank " + std::to_string(options_.rank) + " of " +
+                                  std::to_string(options_.world) + ", the data-parallel group rank " +
+                                  std::to_string(options_.parallel->rank()) + " of " +
+                                  std::to_string(options_.parallel->world()));
+    sharded_optimizer_ = spec_.cluster().shard_optimizer() && options_.world > 1;
+    optimizer_ = options_.parallel->make_optimizer(adamw, sharded_optimizer_);
+  } else {
+    if (options_.world != 1) throw std::invalid_argument("trainer: a world of several ranks needs a DataParallel");
+    optimizer_ = std::make_unique<LocalOptimizer>(adamw);
   }
   if (!spec_.relora().warm_start_checkpoint().empty()) load_warm_start_weights(spec_.relora().warm_start_checkpoint());
   register_trainable_parameters();
@@ -102,8 +114,6 @@ Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
 
 Trainer::~Trainer() = default;
 
-bool Trainer::low_rank_mode() const { return spec_.relora().mode() != "full"; }
-
 void Trainer::event(const std::string& text) {
   spdlog::info("[step {}] {}", step_, text);
   if (options_.on_event) options_.on_event(step_, text);
@@ -113,18 +123,9 @@ void Trainer::event(const std::string& text) {
 // fresh state, ones that stopped training (W at the low-rank start) are dropped, and the others
 // (embeddings, norms, head) keep their moments and step counters.
 void Trainer::register_trainable_parameters() {
-  auto trainable = model_->trainable_parameters();
-  std::vector<std::string> stale;
-  for (const auto& e : optimizer_->entries()) {
-    bool still = std::any_of(trainable.begin(), trainable.end(), [&](const auto& p) { return p.first == e.name; });
-    if (!still) stale.push_back(e.name);
-  }
-  for (const auto& name : stale) optimizer_->remove_parameter(name);
-  for (const auto& [name, param] : trainable) {
-    bool known = std::any_of(optimizer_->entries().begin(), optimizer_->entries().end(),
-                             [&](const auto& e) { return e.name == name; });
-    if (!known) optimizer_->add_parameter(name, param, is_low_rank_factor(name));
-  }
+  std::vector<TrainableParameter> params;
+  for (auto& [name, param] : model_->trainable_parameters()) params.push_back({name, param, is_low_rank_factor(name)});
+  optimizer_->set_parameters(params);
 }
 
 void Trainer::enable_low_rank(uint64_t seed) {
@@ -210,8 +211,7 @@ TrainStaticInfo Trainer::static_info() {
   info.model_flops_per_token =
       6.0 * weights + 12.0 * static_cast<double>(c.num_layers * data_->seq_len() * c.hidden_size);
   if (options_.metrics) {
-    const bool bf16 = spec_.training().dtype() == "bf16";
-    info.peak_flops = measure_matmul_peak_flops(bf16 ? torch::kBFloat16 : torch::kFloat32, options_.device);
+    info.peak_flops = measure_matmul_peak_flops(bf16_ ? torch::kBFloat16 : torch::kFloat32, options_.device);
   }
   return info;
 }
@@ -220,26 +220,6 @@ void Trainer::load_warm_start_weights(const std::string& path) {
   Checkpoint ckpt = load_checkpoint(path);
   load_model_tensors(model_, ckpt, {}, /*allow_low_rank=*/false);
   spdlog::info("warm start: loaded full-rank weights from {} (step {})", ckpt.path, ckpt.step);
-}
-
-bool Trainer::boundary_at(int64_t step, Boundary* out) const {
-  const int64_t total = spec_.training().steps();
-  if (step >= total) {
-    *out = {BoundaryKind::kJobEnd, step, schedule_.cycle(step)};
-    return true;
-  }
-  if (!low_rank_mode()) return false;
-  const int64_t start = schedule_.low_rank_start();
-  if (step == start) {
-    *out = {BoundaryKind::kLowRankStart, step, 0};
-    return true;
-  }
-  const int64_t cycle = spec_.relora().cycle_steps();
-  if (spec_.relora().mode() == "relora" && step > start && (step - start) % cycle == 0) {
-    *out = {BoundaryKind::kCycleEnd, step, (step - start) / cycle};
-    return true;
-  }
-  return false;
 }
 
 void Trainer::apply_boundary(const Boundary& boundary) {
@@ -286,11 +266,15 @@ Trainer::StepResult Trainer::train_step() {
   double data_seconds = 0;
   // ---- step -------------------------------------------------------------------------------
   {
-    Bf16Autocast autocast(spec_.training().dtype() == "bf16", options_.device);
+    Bf16Autocast autocast(bf16_, options_.device);
     for (int64_t k = 0; k < accum; ++k) {
       const auto data_start = Clock::now();
       auto samples = data::micro_batch_samples(geometry_, step_, k, options_.rank);
       data::gather_blocks(data_->train(), data_->order(), samples, tokens);
+      {
+        std::lock_guard<std::mutex> lock(dropout_gen_.mutex());
+        dropout_gen_.set_current_seed(boundary_seed(spec_.training().seed() ^ kDropoutSeedSalt, samples.front()));
+      }
       std::memcpy(batch_.data_ptr<int64_t>(), tokens.data(), tokens.size() * sizeof(int64_t));
       data_seconds += std::chrono::duration<double>(Clock::now() - data_start).count();
       auto loss = model_->loss(batch_.to(options_.device, /*non_blocking=*/true));
@@ -298,28 +282,15 @@ Trainer::StepResult Trainer::train_step() {
       loss_sum += loss.item<double>();
     }
   }
-  auto params = optimizer_->parameters();
-  std::vector<torch::Tensor> grads;
-  grads.reserve(params.size());
-  for (auto& p : params)
-    if (p.grad().defined()) grads.push_back(p.grad());
-  double loss = loss_sum / static_cast<double>(accum);
-  if (options_.sync) {
-    grads.push_back(torch::full({1}, loss, torch::TensorOptions(torch::kFloat64).device(options_.device)));
-    const auto sync_start = Clock::now();
-    options_.sync->all_reduce_mean(grads);
-    monitor_->gradient_sync_done(std::chrono::duration<double>(Clock::now() - sync_start).count());
-    loss = grads.back().item<double>();
-    grads.pop_back();
-  }
+  // Gradient synchronisation (if several ranks), clipping (clip_grad_norm_ folded into the fused
+  // AdamW pass: no separate rescaling of the gradients) and the update: the optimizer's.
   const double max_norm = spec_.training().grad_clip() > 0 ? spec_.training().grad_clip() : 1e30;
-  // clip_grad_norm_ folded into the fused AdamW pass (no separate rescaling of the gradients).
-  const double grad_norm = optimizer_->clip_and_step(schedule_.lr(step_, rewarm_step_), max_norm);
-  if (optimizer_->shard_world() > 1) share_owned_parameters();
-  optimizer_->zero_grad();
+  const OptimizerStepResult update =
+      optimizer_->step(loss_sum / static_cast<double>(accum), schedule_.lr(step_, rewarm_step_), max_norm);
+  if (options_.parallel) monitor_->gradient_sync_done(update.communication_seconds);
   synchronize_device(options_.device);  // step time must include the queued GPU work
   // ---- end of step ------------------------------------------------------------------------
-  return {loss, grad_norm, data_seconds};
+  return {update.loss, update.grad_norm, data_seconds};
 }
 
 EvalReport Trainer::evaluate() {
@@ -334,7 +305,7 @@ EvalReport Trainer::evaluate() {
   double nll = 0;
   int64_t count = 0;
   {
-    Bf16Autocast autocast(spec_.training().dtype() == "bf16", options_.device);
+    Bf16Autocast autocast(bf16_, options_.device);
     const int64_t mb = geometry_.micro_batch;
     // Ranks take interleaved batches of the validation blocks; sums are added across ranks.
     for (int64_t first = options_.rank * mb; first < blocks; first += mb * options_.world) {
@@ -351,13 +322,13 @@ EvalReport Trainer::evaluate() {
     }
   }
   model_->train();
-  if (options_.sync) {
+  if (options_.parallel) {
     std::vector<torch::Tensor> sums = {
         torch::tensor({nll, static_cast<double>(count)}, torch::kFloat64).to(options_.device)};
-    options_.sync->all_reduce_mean(sums);
+    options_.parallel->all_reduce_sum(sums);
     auto host = sums[0].cpu();
-    nll = host[0].item<double>() * options_.world;
-    count = static_cast<int64_t>(std::llround(host[1].item<double>() * options_.world));
+    nll = host[0].item<double>();
+    count = static_cast<int64_t>(std::llround(host[1].item<double>()));
   }
   report.tokens = count;
   report.loss = count > 0 ? nll / static_cast<double>(count) : 0.0;
@@ -367,18 +338,6 @@ EvalReport Trainer::evaluate() {
   if (options_.on_eval) options_.on_eval(report);
   monitor_->eval_done(report);
   return report;
-}
-
-// Sharded optimizer: every rank updated only the parameters it owns. Each rank zeroes the others
-// and one all-reduce sum puts the owners' values everywhere (x + 0 + ... is exactly x).
-void Trainer::share_owned_parameters() {
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> params;
-  for (auto& e : optimizer_->mutable_entries()) {
-    if (!optimizer_->owns(e)) e.param.zero_();
-    params.push_back(e.param);
-  }
-  options_.sync->all_reduce_sum(params);
 }
 
 TrainSummary Trainer::run() {
@@ -402,8 +361,8 @@ TrainSummary Trainer::run() {
                summary.mode, total, model_->count_trainable_parameters(), model_->count_model_parameters(),
                tokens_per_step);
   while (step_ < total) {
-    Boundary boundary;
-    if (boundary_at(step_, &boundary) && boundary.step != last_boundary_step_) apply_boundary(boundary);
+    if (const auto planned = plan_.boundary_at(step_); planned && planned->step != last_boundary_step_)
+      apply_boundary({planned->kind, planned->step, planned->cycle});
     if (controller_->stop_requested()) {
       event("stop requested");
       stopped = true;
@@ -469,9 +428,8 @@ TrainSummary Trainer::run() {
   summary.trainable_parameters = model_->count_trainable_parameters();
   summary.total_parameters = model_->count_model_parameters();
   if (summary.completed) {
-    Boundary end;
-    boundary_at(step_, &end);
-    controller_->at_boundary(end);
+    const auto end = plan_.boundary_at(step_);  // the job end
+    controller_->at_boundary({end->kind, end->step, end->cycle});
     EvalReport final_eval = evaluate();
     summary.eval_loss = final_eval.loss;
     summary.eval_perplexity = final_eval.perplexity;

@@ -2,8 +2,9 @@
 //
 // The loop asks a CycleController what to do at every phase boundary (low-rank start, ReLoRA
 // cycle end, job end) and applies the answer at exactly that step; between boundaries it runs
-// plain optimizer steps. Data parallelism enters only through GradientSync (the cluster worker
-// implements it over c10d); the model code never sees ranks.
+// plain optimizer steps. Data parallelism enters only through DataParallel (worker/distributed
+// implements it over c10d): it supplies the optimizer, replicated or sharded, and the loop stays
+// single-rank code; the model never sees ranks.
 #pragma once
 
 #include <cstdint>
@@ -23,22 +24,14 @@
 #include "worker/model/llama.h"
 #include "worker/train/adamw.h"
 #include "worker/train/checkpoint.h"
+#include "worker/train/data_parallel.h"
+#include "worker/train/optimizer.h"
 #include "worker/train/cycle_controller.h"
 #include "worker/train/data_pipeline.h"
 #include "worker/train/schedule.h"
 #include "worker/train/train_metrics.h"
 
 namespace relora::train {
-
-// Averages tensors across the data-parallel ranks in place (all-reduce, then divide by world).
-class GradientSync {
- public:
-  virtual ~GradientSync() = default;
-  virtual void all_reduce_mean(std::vector<torch::Tensor>& tensors) = 0;
-  // Element-wise sums across ranks (the sharded optimizer shares each parameter from its owner,
-  // the others contributing zeros).
-  virtual void all_reduce_sum(std::vector<torch::Tensor>& tensors) = 0;
-};
 
 struct StepReport {
   int64_t step = 0;  // steps completed
@@ -91,10 +84,9 @@ struct TrainerOptions {
   int rank = 0;
   int world = 1;
   CycleController* controller = nullptr;  // nullptr: a LocalCycleController from the spec
-  GradientSync* sync = nullptr;           // nullptr: single process
+  DataParallel* parallel = nullptr;       // nullptr: single process (rank 0 of 1)
   bool resume = true;                     // continue from the newest checkpoint in checkpoint.dir
   int64_t stop_after_step = -1;           // stop (after a checkpoint) once this many steps are done
-  int threads = 1;                        // LibTorch intra-op threads (see runtime.h)
   torch::Device device = torch::kCPU;     // where the model trains (cuda:N in GPU builds)
   bool export_model = true;               // write a Hugging Face export when the job completes
   bool save_checkpoints = true;           // false: benchmarks (nothing written to checkpoint.dir)
@@ -121,17 +113,15 @@ class Trainer {
   TrainSummary run();
 
   model::Llama& model() { return model_; }
-  const AdamW& optimizer() const { return *optimizer_; }
-  AdamW& optimizer() { return *optimizer_; }
+  const Optimizer& optimizer() const { return *optimizer_; }
   const DataPipeline& data() const { return *data_; }
   int64_t step() const { return step_; }
 
  private:
-  bool low_rank_mode() const;
+  bool low_rank_mode() const { return plan_.mode() != TrainMode::kFull; }
   void register_trainable_parameters();
   void enable_low_rank(uint64_t seed);
   void apply_boundary(const Boundary& boundary);
-  bool boundary_at(int64_t step, Boundary* out) const;
   struct StepResult {
     double loss = 0;  // mean over micro-batches and ranks
     double grad_norm = 0;
@@ -143,10 +133,7 @@ class Trainer {
   std::map<std::string, torch::Tensor> export_layer_weights();
   void write_update_spectra();
   StepResult train_step();
-  void share_owned_parameters();
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> full_optimizer_moments();
-  std::vector<torch::Tensor> dropout_generator_states();
-  void restore_dropout_generator(const Checkpoint& ckpt, int64_t saved_world);
+  std::vector<ShardFile> write_optimizer_shards(const NamedTensors& own);
   EvalReport evaluate();
   void save_checkpoint();
   bool resume_from_checkpoint();
@@ -157,17 +144,22 @@ class Trainer {
 
   relora::v1::JobSpec spec_;
   TrainerOptions options_;
+  ReloraPlan plan_;    // where the boundaries are (the coordinator reads the same plan)
+  bool bf16_ = false;  // training.dtype == bf16: the forward and backward under bf16 autocast
   std::unique_ptr<CycleController> own_controller_;
   CycleController* controller_;
   std::unique_ptr<DataPipeline> data_;
   model::Llama model_{nullptr};
-  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<Optimizer> optimizer_;
+  bool sharded_optimizer_ = false;  // each rank checkpoints its own optimizer state
   JobSchedule schedule_;
   CheckpointStore store_;
   data::BatchGeometry geometry_;
   torch::Tensor batch_;  // [micro_batch, seq_len] int64 on the host (pinned for GPUs), reused
-  // This rank's dropout masks: its own stream (seed + rank) on the model's device, saved for every
-  // rank in checkpoints, so that a resume reproduces each rank's masks exactly.
+  // This rank's dropout masks, on the model's device (not the process-wide generator: ranks may be
+  // threads of one process). Reseeded before every micro-batch from the job seed and the
+  // micro-batch's first sample, so a sample gets the same masks whatever the world size, the
+  // accumulation and any resume: nothing of it needs checkpointing.
   at::Generator dropout_gen_;
 
   int64_t step_ = 0;  // optimizer steps completed

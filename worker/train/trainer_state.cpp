@@ -1,6 +1,7 @@
-// The Trainer's state across processes: checkpoints (saved atomically by rank 0, sharded optimizer
-// moments gathered first), resuming from the newest complete one, and the per-step metrics log that
-// a resume trims back to the checkpoint. The training loop itself is in trainer.cpp.
+// The Trainer's state across processes: checkpoints (committed atomically by rank 0; with a sharded
+// optimizer every rank writes its own moments first, nothing gathered), resuming from the newest
+// complete one, and the per-step metrics log that a resume trims back to the checkpoint. The
+// training loop itself is in trainer.cpp.
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -22,79 +23,59 @@ using Clock = std::chrono::steady_clock;
 
 }  // namespace
 
-// The Adam moments of every trainable parameter: this rank's own, or, with a sharded optimizer,
-// gathered from their owners (a collective: every rank calls it at the same step; the whole state
-// is held for the duration of a checkpoint save).
-std::vector<std::pair<torch::Tensor, torch::Tensor>> Trainer::full_optimizer_moments() {
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> moments;
-  if (optimizer_->shard_world() <= 1) {
-    for (const auto& e : optimizer_->entries()) moments.emplace_back(e.exp_avg, e.exp_avg_sq);
-    return moments;
+// Sharded optimizer: every rank writes its own moments into the staging directory rank 0 has
+// prepared, and rank 0 learns every file's size and CRC-32 (a collective: every rank calls it at
+// the same step). A rank that fails to write makes every rank fail the save, each saying why.
+std::vector<ShardFile> Trainer::write_optimizer_shards(const NamedTensors& own) {
+  const auto device = options_.device;
+  std::string failure;
+  if (options_.rank == 0) {
+    try {
+      store_.begin(step_);
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
   }
-  std::vector<torch::Tensor> flat;
-  for (const auto& e : optimizer_->entries()) {
-    const bool own = optimizer_->owns(e);
-    moments.emplace_back(own ? e.exp_avg.clone() : torch::zeros_like(e.param),
-                         own ? e.exp_avg_sq.clone() : torch::zeros_like(e.param));
-    flat.push_back(moments.back().first);
-    flat.push_back(moments.back().second);
+  // Rank 0's verdict on begin() reaches every rank before any writes into the staging directory.
+  std::vector<torch::Tensor> begun = {torch::tensor({failure.empty() ? 0.0 : 1.0}, torch::kFloat64).to(device)};
+  options_.parallel->all_reduce_sum(begun);
+  if (begun[0].item<double>() > 0)
+    throw std::runtime_error("checkpoint at step " + std::to_string(step_) + ": rank 0 could not prepare it" +
+                             (failure.empty() ? "" : ": " + failure));
+  ShardFile mine;
+  try {
+    mine = store_.write_shard(step_, options_.rank, own);
+  } catch (const std::exception& e) {
+    failure = e.what();
   }
-  options_.sync->all_reduce_sum(flat);
-  return moments;
-}
-
-// Every rank's dropout-generator state, by rank. A collective like full_optimizer_moments: each
-// rank contributes its own state in its row of a zero table and one all-reduce sum fills the table
-// (the bytes travel as float64, exact for 0..255).
-std::vector<torch::Tensor> Trainer::dropout_generator_states() {
-  torch::Tensor mine;
-  {
-    std::lock_guard<std::mutex> lock(dropout_gen_.mutex());
-    mine = dropout_gen_.get_state();  // uint8 [n] on the host
+  // Sizes and CRCs by rank (float64 holds both exactly); -1 marks a rank that failed.
+  auto table = torch::zeros({options_.world, 2}, torch::kFloat64);
+  table[options_.rank][0] = failure.empty() ? static_cast<double>(mine.bytes) : -1.0;
+  table[options_.rank][1] = static_cast<double>(mine.crc32);
+  std::vector<torch::Tensor> shared = {table.to(device)};
+  options_.parallel->all_reduce_sum(shared);
+  const auto host = shared[0].cpu();
+  if (!failure.empty()) throw std::runtime_error("checkpoint at step " + std::to_string(step_) + ": " + failure);
+  std::vector<ShardFile> shards;
+  for (int r = 0; r < options_.world; ++r) {
+    if (host[r][0].item<double>() < 0)
+      throw std::runtime_error("checkpoint at step " + std::to_string(step_) + ": rank " + std::to_string(r) +
+                               " could not write its optimizer shard");
+    shards.push_back({CheckpointStore::shard_name(r), static_cast<uint64_t>(host[r][0].item<double>()),
+                      static_cast<uint32_t>(host[r][1].item<double>())});
   }
-  if (!options_.sync || options_.world <= 1) return {mine};
-  auto table = torch::zeros({options_.world, mine.numel()}, torch::TensorOptions(torch::kFloat64).device(options_.device));
-  table[options_.rank].copy_(mine.to(torch::kFloat64));
-  std::vector<torch::Tensor> shared = {table};
-  options_.sync->all_reduce_sum(shared);
-  const auto host = shared[0].cpu().to(torch::kUInt8);
-  std::vector<torch::Tensor> states;
-  for (int r = 0; r < options_.world; ++r) states.push_back(host[r].clone());
-  return states;
-}
-
-// This rank's dropout stream from the checkpoint. After an elastic restart on another world size
-// the ranks' streams cannot continue (rank r's data slice changed as well): each is reseeded from
-// (seed, rank, step), which is deterministic but not the uninterrupted run's masks.
-void Trainer::restore_dropout_generator(const Checkpoint& ckpt, int64_t saved_world) {
-  auto it = ckpt.state.tensors.find("rng/dropout/rank" + std::to_string(options_.rank));
-  std::lock_guard<std::mutex> lock(dropout_gen_.mutex());
-  if (it != ckpt.state.tensors.end() && saved_world == options_.world) {
-    dropout_gen_.set_state(it->second.to(torch::kCPU, torch::kUInt8).contiguous());
-    return;
-  }
-  const uint64_t seed = spec_.training().seed() + static_cast<uint64_t>(options_.rank);
-  dropout_gen_.set_current_seed(boundary_seed(seed, ckpt.step));
-  spdlog::info("rank {}: dropout generator reseeded at step {} (checkpoint saved by {} rank(s), now {})",
-               options_.rank, ckpt.step, saved_world, options_.world);
+  return shards;
 }
 
 void Trainer::save_checkpoint() {
   if (!options_.save_checkpoints) return;
-  // Before the rank test: gathering sharded moments and every rank's generator takes every rank.
-  const auto moments = full_optimizer_moments();
-  const auto generators = dropout_generator_states();
-  if (options_.rank != 0) return;  // ranks hold identical state
   const auto t0 = Clock::now();
-  NamedTensors tensors;
+  NamedTensors tensors, own;
+  optimizer_->save_state(tensors, own);
+  // Before the rank test: writing the shards takes every rank.
+  const std::vector<ShardFile> shards = sharded_optimizer_ ? write_optimizer_shards(own) : std::vector<ShardFile>{};
+  if (options_.rank != 0) return;  // the rest is identical on every rank
   append_model_tensors(model_, tensors);
-  for (size_t i = 0; i < optimizer_->entries().size(); ++i) {
-    const auto& e = optimizer_->entries()[i];
-    tensors.emplace_back("optim/" + e.name + "/exp_avg", moments[i].first);
-    tensors.emplace_back("optim/" + e.name + "/exp_avg_sq", moments[i].second);
-    tensors.emplace_back("optim/" + e.name + "/step", torch::tensor({e.step}, torch::kInt64));
-  }
-  for (size_t r = 0; r < generators.size(); ++r) tensors.emplace_back("rng/dropout/rank" + std::to_string(r), generators[r]);
   if (spectrum_reference_.defined()) tensors.emplace_back("ref/spectrum_layer", spectrum_reference_);
   for (const auto& [name, w] : low_rank_start_weights_) tensors.emplace_back("ref/low_rank_start/" + name, w);
   nlohmann::json meta = {{"step", step_},
@@ -109,7 +90,7 @@ void Trainer::save_checkpoint() {
                          {"eos_id", data_->eos_id()},
                          {"pad_id", data_->pad_id()},
                          {"spec", nlohmann::json::parse(job_spec_to_json(spec_))}};
-  last_checkpoint_ = store_.save(step_, meta, tensors);
+  last_checkpoint_ = store_.save(step_, meta, tensors, shards);
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   event("checkpoint saved: " + last_checkpoint_ + " (" + format_duration(seconds) + ")");
   if (options_.on_checkpoint) options_.on_checkpoint(step_, last_checkpoint_);
@@ -156,17 +137,8 @@ bool Trainer::resume_from_checkpoint() {
   const auto& rl = spec_.relora();
   load_model_tensors(model_, *ckpt, model::LoraOptions{rl.rank(), rl.alpha(), rl.dropout()}, /*allow_low_rank=*/true);
   register_trainable_parameters();
-  for (auto& e : optimizer_->mutable_entries()) {
-    auto m = ckpt->state.tensors.find("optim/" + e.name + "/exp_avg");
-    auto v = ckpt->state.tensors.find("optim/" + e.name + "/exp_avg_sq");
-    auto s = ckpt->state.tensors.find("optim/" + e.name + "/step");
-    if (m == ckpt->state.tensors.end() || v == ckpt->state.tensors.end() || s == ckpt->state.tensors.end())
-      throw std::runtime_error(ckpt->path + ": optimizer state for '" + e.name + "' is missing");
-    e.step = s->second.item<int64_t>();
-    if (!optimizer_->owns(e)) continue;  // sharded: another rank keeps these moments
-    e.exp_avg.copy_(m->second);
-    e.exp_avg_sq.copy_(v->second);
-  }
+  // Whatever optimizer and world size wrote it: each rank takes the ranges it now holds.
+  optimizer_->load_state(*ckpt);
   auto ref = ckpt->state.tensors.find("ref/spectrum_layer");
   if (ref != ckpt->state.tensors.end()) spectrum_reference_ = ref->second.to(options_.device);
   for (const auto& name : options_.spectrum_export_layers) {
@@ -192,7 +164,6 @@ bool Trainer::resume_from_checkpoint() {
                              std::to_string(step_) + ", but this run's global batch puts that step at sample " +
                              std::to_string(next_sample) +
                              " (micro_batch_size * grad_accum_steps * workers changed since the checkpoint)");
-  restore_dropout_generator(*ckpt, meta_int("world", 1));
   merges_ = meta_int("merges", 0);
   optimizer_resets_ = meta_int("optimizer_resets", 0);
   last_boundary_step_ = meta_int("last_boundary_step", -1);

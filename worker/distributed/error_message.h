@@ -6,7 +6,7 @@
 
 #include <c10/util/Exception.h>
 
-namespace relora::cluster {
+namespace relora::distributed {
 
 // c10::Error's what() appends a C++ backtrace; what_without_backtrace() is the message alone.
 inline std::string error_message(const std::exception& e) {
@@ -25,4 +25,4 @@ inline std::string error_stack(const std::exception& e) {
   return all;
 }
 
-}  // namespace relora::cluster
+}  // namespace relora::distributed

@@ -1,32 +1,18 @@
-#include "worker/cluster/gradient_sync.h"
+#include "worker/distributed/bucketed_all_reduce.h"
 
 #include <stdexcept>
 #include <string>
 
 #include <torch/torch.h>
 
-namespace relora::cluster {
+namespace relora::distributed {
 
-BucketedGradientSync::BucketedGradientSync(DataParallelGroup& group, int64_t bucket_bytes)
+BucketedAllReduce::BucketedAllReduce(DataParallelGroup& group, int64_t bucket_bytes)
     : group_(group), bucket_bytes_(bucket_bytes) {
-  if (bucket_bytes_ <= 0) throw std::invalid_argument("gradient sync: bucket size must be positive");
+  if (bucket_bytes_ <= 0) throw std::invalid_argument("all-reduce: bucket size must be positive");
 }
 
-void BucketedGradientSync::all_reduce_mean(std::vector<torch::Tensor>& tensors) {
-  ++calls_;
-  reduce(tensors, /*mean=*/true);
-}
-
-void BucketedGradientSync::all_reduce_sum(std::vector<torch::Tensor>& tensors) { reduce(tensors, /*mean=*/false); }
-
-void BucketedGradientSync::reduce(std::vector<torch::Tensor>& tensors, bool mean) {
-  // On the tensors' device, so that it shares a bucket with the loss (NCCL reduces no CPU tensors).
-  // Only the per-step mean carries the stop vote: every rank makes the same calls in the same
-  // order, so the vote is counted once per step everywhere.
-  const auto device = tensors.empty() ? torch::Device(torch::kCPU) : tensors.front().device();
-  auto vote = torch::full({1}, mean && local_stop_ && local_stop_() ? 1.0 : 0.0,
-                          torch::TensorOptions(torch::kFloat64).device(device));
-
+void BucketedAllReduce::reduce(std::vector<torch::Tensor>& tensors, bool mean) {
   // ---- pack: consecutive members of one dtype and device, up to bucket_bytes_ each ----------
   struct Bucket {
     std::vector<torch::Tensor> members;
@@ -37,7 +23,7 @@ void BucketedGradientSync::reduce(std::vector<torch::Tensor>& tensors, bool mean
   std::vector<size_t> open;  // index in `buckets` of the bucket still filling, per dtype/device
   auto add = [&](const torch::Tensor& t) {
     if (!t.is_floating_point())
-      throw std::invalid_argument(std::string("gradient sync: cannot average a tensor of dtype ") +
+      throw std::invalid_argument(std::string("all-reduce: cannot average a tensor of dtype ") +
                                   c10::toString(t.scalar_type()));
     const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
     for (size_t& b : open) {
@@ -57,7 +43,6 @@ void BucketedGradientSync::reduce(std::vector<torch::Tensor>& tensors, bool mean
     open.push_back(buckets.size() - 1);
   };
   for (const auto& t : tensors) add(t);
-  if (mean) add(vote);
 
   std::vector<torch::Tensor> flats;
   flats.reserve(buckets.size());
@@ -88,7 +73,6 @@ void BucketedGradientSync::reduce(std::vector<torch::Tensor>& tensors, bool mean
       offset += m.numel();
     }
   }
-  if (mean && vote.item<double>() > 0) stop_agreed_ = true;
 }
 
-}  // namespace relora::cluster
+}  // namespace relora::distributed

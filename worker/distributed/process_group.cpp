@@ -1,4 +1,4 @@
-#include "worker/cluster/process_group.h"
+#include "worker/distributed/process_group.h"
 
 #include <cstdio>
 #include <stdexcept>
@@ -11,9 +11,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
-#include "worker/cluster/error_message.h"
+#include "worker/distributed/error_message.h"
 
-namespace relora::cluster {
+namespace relora::distributed {
 namespace {
 
 using std::chrono::milliseconds;
@@ -24,7 +24,7 @@ std::string seconds(milliseconds ms) {
   return buf;
 }
 
-std::vector<uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
+std::vector<uint8_t> bytes_of_string(const std::string& s) { return {s.begin(), s.end()}; }
 
 // ProcessGroupGloo is a c10d::ProcessGroup in LibTorch 1.13, and it and ProcessGroupNCCL are
 // c10d::Backends from 2.0 on: a template over the concrete class compiles against both.
@@ -32,6 +32,10 @@ class Collective {
  public:
   virtual ~Collective() = default;
   virtual void all_reduce_sum(std::vector<at::Tensor>& tensors, milliseconds timeout) = 0;
+  // Equal splits: `output` and `input` hold world chunks each; chunk r of `input` goes to rank r,
+  // and chunk r of `output` comes from rank r.
+  virtual void all_to_all(at::Tensor& output, at::Tensor& input, milliseconds timeout) = 0;
+  virtual void all_gather(std::vector<at::Tensor>& outputs, at::Tensor& input, milliseconds timeout) = 0;
 };
 
 template <class PG>
@@ -55,6 +59,21 @@ class PgCollective final : public Collective {
       works.push_back(pg_->allreduce(args.back(), opts));
     }
     for (auto& w : works) w->wait(timeout);
+  }
+
+  void all_to_all(at::Tensor& output, at::Tensor& input, milliseconds timeout) override {
+    c10d::AllToAllOptions opts;
+    opts.timeout = timeout;
+    std::vector<int64_t> equal_splits;  // empty: world equal chunks
+    pg_->alltoall_base(output, input, equal_splits, equal_splits, opts)->wait(timeout);
+  }
+
+  void all_gather(std::vector<at::Tensor>& outputs, at::Tensor& input, milliseconds timeout) override {
+    c10d::AllgatherOptions opts;
+    opts.timeout = timeout;
+    std::vector<std::vector<at::Tensor>> out = {outputs};
+    std::vector<at::Tensor> in = {input};
+    pg_->allgather(out, in, opts)->wait(timeout);
   }
 
  private:
@@ -97,7 +116,7 @@ DataParallelGroup::DataParallelGroup(GroupOptions options)
   std::vector<std::string> joined;
   for (int r = 0; r < o.world; ++r) joined.push_back("relora/joined/" + std::to_string(r));
   try {
-    impl_->store->set(joined[o.rank], bytes_of("1"));
+    impl_->store->set(joined[o.rank], bytes_of_string("1"));
     impl_->store->wait(joined, o.rendezvous_timeout);
   } catch (const std::exception& e) {
     std::string missing;
@@ -140,6 +159,8 @@ DataParallelGroup::DataParallelGroup(GroupOptions options)
 const char* collective_kind_name(CollectiveKind kind) {
   switch (kind) {
     case CollectiveKind::kAllReduce: return "all_reduce";
+    case CollectiveKind::kReduceScatter: return "reduce_scatter";
+    case CollectiveKind::kAllGather: return "all_gather";
   }
   return "unknown";
 }
@@ -150,25 +171,80 @@ int64_t CollectiveTraffic::total_bytes() const {
   return sum;
 }
 
+int64_t CollectiveTraffic::total_sent_bytes() const {
+  int64_t sum = 0;
+  for (int64_t b : sent_bytes) sum += b;
+  return sum;
+}
+
 DataParallelGroup::~DataParallelGroup() = default;
 
-void DataParallelGroup::count(CollectiveKind kind, const std::vector<at::Tensor>& tensors) {
-  int64_t bytes = 0;
-  for (const auto& t : tensors) bytes += static_cast<int64_t>(t.numel()) * static_cast<int64_t>(t.element_size());
+namespace {
+
+int64_t bytes_of(const at::Tensor& t) { return static_cast<int64_t>(t.numel()) * static_cast<int64_t>(t.element_size()); }
+
+}  // namespace
+
+void DataParallelGroup::count(CollectiveKind kind, int64_t calls, int64_t bytes, int64_t sent_bytes) {
   const auto k = static_cast<size_t>(kind);
-  traffic_.calls[k] += static_cast<int64_t>(tensors.size());
+  traffic_.calls[k] += calls;
   traffic_.bytes[k] += bytes;
-  if (observer_) observer_(kind, bytes);
+  traffic_.sent_bytes[k] += sent_bytes;
+  if (observer_) observer_(kind, bytes, sent_bytes);
+}
+
+void DataParallelGroup::fail(const char* what, const std::exception& e) const {
+  throw std::runtime_error(std::string(what) + " failed on rank " + std::to_string(options_.rank) + " of " +
+                           std::to_string(options_.world) + " (a peer failed, or none answered within " +
+                           seconds(options_.collective_timeout) + "): " + error_message(e));
 }
 
 void DataParallelGroup::all_reduce_sum(std::vector<at::Tensor>& tensors) {
-  count(CollectiveKind::kAllReduce, tensors);
+  int64_t bytes = 0;
+  for (const auto& t : tensors) bytes += bytes_of(t);
+  const int64_t w = options_.world;
+  count(CollectiveKind::kAllReduce, static_cast<int64_t>(tensors.size()), bytes, 2 * (w - 1) * bytes / w);
   try {
     impl_->collective->all_reduce_sum(tensors, options_.collective_timeout);
   } catch (const std::exception& e) {
-    throw std::runtime_error("all-reduce failed on rank " + std::to_string(options_.rank) + " of " +
-                             std::to_string(options_.world) + " (a peer failed, or none answered within " +
-                             seconds(options_.collective_timeout) + "): " + error_message(e));
+    fail("all-reduce", e);
+  }
+}
+
+void DataParallelGroup::reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) {
+  const int64_t w = options_.world, n = output.numel();
+  if (input.numel() != w * n || input.scalar_type() != output.scalar_type() || input.device() != output.device() ||
+      !input.is_contiguous() || !output.is_contiguous())
+    throw std::invalid_argument("reduce-scatter: the input must hold world (" + std::to_string(w) + ") chunks of the " +
+                                std::to_string(n) + "-element output, contiguous, of one dtype and device");
+  count(CollectiveKind::kReduceScatter, 1, bytes_of(input), (w - 1) * bytes_of(output));
+  auto chunks = at::empty_like(input);
+  try {
+    auto in = input;
+    impl_->collective->all_to_all(chunks, in, options_.collective_timeout);
+  } catch (const std::exception& e) {
+    fail("reduce-scatter", e);
+  }
+  auto by_rank = chunks.view({w, n});
+  output.copy_(by_rank[0]);
+  for (int64_t r = 1; r < w; ++r) output.add_(by_rank[r]);
+}
+
+void DataParallelGroup::all_gather(const at::Tensor& input, at::Tensor& output) {
+  const int64_t w = options_.world, n = input.numel();
+  if (output.numel() != w * n || input.scalar_type() != output.scalar_type() || input.device() != output.device() ||
+      !output.is_contiguous())
+    throw std::invalid_argument("all-gather: the output must hold world (" + std::to_string(w) + ") chunks of the " +
+                                std::to_string(n) + "-element input, contiguous, of one dtype and device");
+  count(CollectiveKind::kAllGather, 1, bytes_of(output), (w - 1) * bytes_of(input));
+  auto by_rank = output.view({w, n});
+  std::vector<at::Tensor> outputs;
+  for (int64_t r = 0; r < w; ++r) outputs.push_back(by_rank[r]);
+  try {
+    auto in = input.contiguous();
+    impl_->collective->all_gather(outputs, in, options_.collective_timeout);
+  } catch (const std::exception& e) {
+    fail("all-gather", e);
   }
 }
 
@@ -179,7 +255,7 @@ std::vector<std::string> DataParallelGroup::all_gather_string(const std::string&
   for (int r = 0; r < options_.world; ++r) keys.push_back(key_of(r));
   std::vector<std::string> out;
   try {
-    impl_->store->set(key_of(options_.rank), bytes_of(value));
+    impl_->store->set(key_of(options_.rank), bytes_of_string(value));
     impl_->store->wait(keys, timeout);
     for (const auto& k : keys) {
       auto v = impl_->store->get(k);
@@ -212,12 +288,12 @@ void DataParallelGroup::run_rank0_first(const std::string& key, const std::funct
   try {
     fn();
   } catch (const std::exception& e) {
-    impl_->store->set(key_of(options_.rank), bytes_of(error_message(e)));
+    impl_->store->set(key_of(options_.rank), bytes_of_string(error_message(e)));
     throw;
   }
-  impl_->store->set(key_of(options_.rank), bytes_of("ok"));
+  impl_->store->set(key_of(options_.rank), bytes_of_string("ok"));
   for (int r = 1; r < options_.world; ++r)
     if (r != options_.rank) check(r, status_of(r));
 }
 
-}  // namespace relora::cluster
+}  // namespace relora::distributed

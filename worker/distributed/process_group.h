@@ -18,23 +18,32 @@
 
 #include <ATen/core/Tensor.h>
 
-namespace relora::cluster {
+namespace relora::distributed {
 
 enum class Backend { kGloo, kNccl };
 
 // What this rank handed to the backend's collectives, by kind: counted in the one place every
 // collective passes (DataParallelGroup), so that published traffic figures are measured, not
-// derived from parameter counts. Payload bytes: the tensors' own bytes. What crosses the network
-// depends on the backend's algorithm (a ring all-reduce sends and receives 2 (w - 1) / w of it).
-// Store traffic (rendezvous, all_gather_string) is control, not counted.
-enum class CollectiveKind { kAllReduce };
-inline constexpr int kCollectiveKinds = 1;
-const char* collective_kind_name(CollectiveKind kind);  // "all_reduce" (Prometheus label value)
+// derived from parameter counts. Store traffic (rendezvous, all_gather_string) is control, not
+// counted.
+//  - payload bytes: the size of the whole collective (an all-reduce's tensors; a reduce-scatter's
+//    input; an all-gather's output);
+//  - sent bytes: what this rank sends to its peers. Exact for the reduce-scatter (an all-to-all of
+//    world - 1 chunks, see reduce_scatter_sum); for the all-reduce and the all-gather, those of the
+//    bandwidth-optimal ring the backends use for large tensors: 2 (w - 1) / w of the payload and
+//    (w - 1) / w of it. So a reduce-scatter plus an all-gather of N bytes send what one all-reduce
+//    of N bytes sends, which is why ZeRO need not cost more traffic than plain data parallelism.
+enum class CollectiveKind { kAllReduce, kReduceScatter, kAllGather };
+inline constexpr int kCollectiveKinds = 3;
+// "all_reduce", "reduce_scatter", "all_gather" (Prometheus label values)
+const char* collective_kind_name(CollectiveKind kind);
 
 struct CollectiveTraffic {
-  int64_t calls[kCollectiveKinds] = {};  // collectives launched (one per tensor)
-  int64_t bytes[kCollectiveKinds] = {};  // payload bytes
+  int64_t calls[kCollectiveKinds] = {};       // collectives launched (one per tensor)
+  int64_t bytes[kCollectiveKinds] = {};       // payload bytes
+  int64_t sent_bytes[kCollectiveKinds] = {};  // bytes sent by this rank
   int64_t total_bytes() const;
+  int64_t total_sent_bytes() const;
 };
 
 struct GroupOptions {
@@ -73,11 +82,20 @@ class DataParallelGroup {
   // (a peer died, or collective_timeout passed).
   void all_reduce_sum(std::vector<at::Tensor>& tensors);
 
+  // `input` holds world chunks of n elements (chunk r for rank r); `output` (n elements, same
+  // dtype and device) receives the sum of every rank's chunk `rank()`. Summed here in rank order
+  // (r = 0, 1, ...) after an all-to-all, so the result does not depend on the backend's reduction
+  // order, and this rank sends exactly its world - 1 other chunks. Throws like all_reduce_sum.
+  void reduce_scatter_sum(const at::Tensor& input, at::Tensor& output);
+  // Every rank contributes `input` (n elements); `output` (world chunks of n, contiguous) receives
+  // rank r's input in chunk r, bit for bit. Throws like all_reduce_sum.
+  void all_gather(const at::Tensor& input, at::Tensor& output);
+
   // Collective traffic of this rank so far (see CollectiveTraffic).
   const CollectiveTraffic& traffic() const { return traffic_; }
-  // Called once per collective call with its kind and payload bytes (metrics), on the calling
-  // (training) thread.
-  void set_traffic_observer(std::function<void(CollectiveKind, int64_t bytes)> observer) {
+  // Called once per collective call with its kind, payload bytes and sent bytes (metrics), on the
+  // calling (training) thread.
+  void set_traffic_observer(std::function<void(CollectiveKind, int64_t bytes, int64_t sent_bytes)> observer) {
     observer_ = std::move(observer);
   }
 
@@ -94,11 +112,12 @@ class DataParallelGroup {
 
  private:
   struct Impl;
-  void count(CollectiveKind kind, const std::vector<at::Tensor>& tensors);
+  void count(CollectiveKind kind, int64_t calls, int64_t bytes, int64_t sent_bytes);
+  [[noreturn]] void fail(const char* what, const std::exception& e) const;
   const GroupOptions options_;
   std::unique_ptr<Impl> impl_;
   CollectiveTraffic traffic_;
-  std::function<void(CollectiveKind, int64_t)> observer_;
+  std::function<void(CollectiveKind, int64_t, int64_t)> observer_;
 };
 
-}  // namespace relora::cluster
+}  // namespace relora::distributed
