@@ -9,6 +9,15 @@
 
 namespace relora::train {
 
+std::vector<TrainableParameter> trainable_parameters(model::Llama& model) {
+  std::vector<TrainableParameter> params;
+  for (auto& [name, param] : model->trainable_parameters()) {
+    const bool low_rank = name.find("lora_A") != std::string::npos || name.find("lora_B") != std::string::npos;
+    params.push_back({name, param, low_rank});
+  }
+  return params;
+}
+
 model::LlamaConfig model_config(const relora::v1::JobSpec& spec) {
   const auto& m = spec.model();
   model::LlamaConfig c;

@@ -3,15 +3,21 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "relora/v1/job.pb.h"
 #include "worker/model/llama.h"
 #include "worker/train/checkpoint.h"
+#include "worker/train/optimizer.h"
 #include "worker/train/safetensors.h"
 
 namespace relora::train {
 
 model::LlamaConfig model_config(const relora::v1::JobSpec& spec);
+
+// The model's trainable parameters in its order, LoRA factors marked low-rank: what the optimizer
+// registers.
+std::vector<TrainableParameter> trainable_parameters(model::Llama& model);
 
 // Appends every model parameter as "model/<name>".
 void append_model_tensors(model::Llama& model, NamedTensors& out);

@@ -19,7 +19,6 @@
 #include "worker/train/local_optimizer.h"
 #include "worker/train/model_state.h"
 #include "worker/train/runtime.h"
-#include "worker/train/update_spectrum.h"
 
 namespace relora::train {
 namespace {
@@ -28,10 +27,6 @@ using Clock = std::chrono::steady_clock;
 
 // Keeps dropout seeds apart from the merges' re-init seeds (both mix the job seed with a number).
 constexpr uint64_t kDropoutSeedSalt = 0x6a09e667f3bcc909ULL;
-
-bool is_low_rank_factor(const std::string& name) {
-  return name.find("lora_A") != std::string::npos || name.find("lora_B") != std::string::npos;
-}
 
 double mean_of(const std::vector<std::pair<int64_t, double>>& v, size_t first, size_t last) {
   if (first >= last) return 0.0;
@@ -67,8 +62,13 @@ Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
       plan_(spec_),
       bf16_(spec_.training().dtype() == "bf16"),
       schedule_(spec_),
-      store_(spec_.checkpoint().dir(), spec_.checkpoint().keep()) {
-  monitor_ = options_.metrics ? options_.metrics : &no_metrics_;
+      store_(spec_.checkpoint().dir(), spec_.checkpoint().keep()),
+      probe_(options_.spectrum_layer, options_.spectrum_export_layers) {
+  observers_.add(options_.metrics);
+  if (options_.rank == 0) {
+    metrics_log_ = std::make_unique<MetricsLog>(spec_.checkpoint().dir() + "/metrics.jsonl");
+    observers_.add(metrics_log_.get());
+  }
   if (options_.controller) {
     controller_ = options_.controller;
   } else {
@@ -105,9 +105,18 @@ Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
   }
   if (!spec_.relora().warm_start_checkpoint().empty()) load_warm_start_weights(spec_.relora().warm_start_checkpoint());
   register_trainable_parameters();
+  state_ = std::make_unique<TrainState>(model_, *optimizer_, probe_, counters_);
   // The start of the total update W_final - W_init. Taken here, before any resume, so that a resumed
   // process rebuilds the same reference from the seed (or the warm-start checkpoint).
-  initial_weights_ = export_layer_weights();
+  probe_.at_job_start(model_);
+  EvalSettings eval;
+  eval.max_tokens = spec_.eval().max_tokens();
+  eval.micro_batch = geometry_.micro_batch;
+  eval.rank = options_.rank;
+  eval.world = options_.world;
+  eval.device = options_.device;
+  eval.bf16 = bf16_;
+  evaluator_ = std::make_unique<Evaluator>(data_->validation(), eval, options_.parallel);
   batch_ = torch::empty({geometry_.micro_batch, data_->seq_len()},
                         torch::TensorOptions(torch::kInt64).pinned_memory(options_.device.is_cuda()));
 }
@@ -115,84 +124,29 @@ Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
 Trainer::~Trainer() = default;
 
 void Trainer::event(const std::string& text) {
-  spdlog::info("[step {}] {}", step_, text);
-  if (options_.on_event) options_.on_event(step_, text);
+  spdlog::info("[step {}] {}", counters_.step, text);
+  if (options_.on_event) options_.on_event(counters_.step, text);
 }
 
 // Keeps the optimizer's parameter list equal to the model's trainable parameters: new ones get
 // fresh state, ones that stopped training (W at the low-rank start) are dropped, and the others
 // (embeddings, norms, head) keep their moments and step counters.
-void Trainer::register_trainable_parameters() {
-  std::vector<TrainableParameter> params;
-  for (auto& [name, param] : model_->trainable_parameters()) params.push_back({name, param, is_low_rank_factor(name)});
-  optimizer_->set_parameters(params);
-}
+void Trainer::register_trainable_parameters() { optimizer_->set_parameters(trainable_parameters(model_)); }
 
 void Trainer::enable_low_rank(uint64_t seed) {
   const auto& rl = spec_.relora();
   model_->enable_lora(model::LoraOptions{rl.rank(), rl.alpha(), rl.dropout()}, seed);
   register_trainable_parameters();
   monitor_->trainable_changed(model_->count_trainable_parameters());
-  if (auto* w = spectrum_weight()) spectrum_reference_ = w->detach().clone();
-  low_rank_start_weights_ = export_layer_weights();
-}
-
-torch::Tensor* Trainer::spectrum_weight() {
-  for (auto& [name, linear] : model_->relora_linears())
-    if (name == options_.spectrum_layer) return &linear->weight;
-  return nullptr;
-}
-
-// W + s·B·A (what an export holds) of the layers in options_.spectrum_export_layers, on the host.
-std::map<std::string, torch::Tensor> Trainer::export_layer_weights() {
-  std::map<std::string, torch::Tensor> out;
-  for (auto& [name, linear] : model_->relora_linears()) {
-    const auto& wanted = options_.spectrum_export_layers;
-    if (std::find(wanted.begin(), wanted.end(), name) != wanted.end()) out[name] = linear->merged_weight().cpu();
-  }
-  return out;
-}
-
-// <checkpoint.dir>/update_spectrum.json: the singular values of each export layer's total update
-// since the job start and, in the low-rank modes, since the low-rank start (the update the adapters
-// made: LoRA's has rank <= r, ReLoRA's can exceed it). Written to a temporary name, then renamed.
-void Trainer::write_update_spectra() {
-  const auto to_json = [](const UpdateSpectrum& s) {
-    return nlohmann::json{{"rank_above_threshold", s.rank_above_threshold},
-                          {"threshold", s.threshold},
-                          {"singular_values", s.singular_values}};
-  };
-  nlohmann::json layers = nlohmann::json::array();
-  for (const auto& [name, now] : export_layer_weights()) {
-    nlohmann::json layer = {{"name", name}, {"shape", {now.size(0), now.size(1)}}};
-    if (auto it = initial_weights_.find(name); it != initial_weights_.end())
-      layer["since_init"] = to_json(update_spectrum(now, it->second));
-    if (auto it = low_rank_start_weights_.find(name); it != low_rank_start_weights_.end())
-      layer["since_low_rank_start"] = to_json(update_spectrum(now, it->second));
-    layers.push_back(std::move(layer));
-  }
-  nlohmann::json doc = {{"mode", spec_.relora().mode()},
-                        {"step", step_},
-                        {"lora_rank", low_rank_mode() ? spec_.relora().rank() : 0},
-                        {"low_rank_start_step", low_rank_mode() ? schedule_.low_rank_start() : step_},
-                        {"merges", merges_},
-                        {"relative_threshold", kRelativeRankThreshold},
-                        {"layers", layers}};
-  const std::string path = spec_.checkpoint().dir() + "/update_spectrum.json";
-  std::filesystem::create_directories(spec_.checkpoint().dir());
-  std::ofstream(path + ".tmp", std::ios::trunc) << doc.dump(1) << "\n";
-  std::filesystem::rename(path + ".tmp", path);
-  event("update spectra written to " + path);
+  probe_.at_low_rank_start(model_);
 }
 
 // The paper's analysis, live: how many directions the merged updates of one layer span so far.
 void Trainer::report_update_rank() {
-  auto* w = spectrum_weight();
-  if (!w || !spectrum_reference_.defined()) return;
-  const auto spectrum = update_spectrum(*w, spectrum_reference_);
-  monitor_->update_rank(options_.spectrum_layer, spectrum.rank_above_threshold);
-  event("update rank of " + options_.spectrum_layer + ": " + std::to_string(spectrum.rank_above_threshold) +
-        " singular values above 1% of the largest");
+  const auto rank = probe_.update_rank(model_);
+  if (!rank) return;
+  monitor_->update_rank(probe_.layer(), *rank);
+  event("update rank of " + probe_.layer() + ": " + std::to_string(*rank) + " singular values above 1% of the largest");
 }
 
 // Model FLOPs per token of full-rank training, the usual MFU numerator (PaLM, appendix B):
@@ -231,14 +185,14 @@ void Trainer::apply_boundary(const Boundary& boundary) {
   }
   // The learning rate re-warms from here only when the command says so (the coordinator decides;
   // a command without it keeps the cosine going).
-  if (cmd.rewarm) rewarm_step_ = boundary.step;
+  if (cmd.rewarm) counters_.rewarm_step = boundary.step;
   if (cmd.merge) {
     model_->merge_and_reinit(cmd.seed);
-    ++merges_;
-    std::string text = "merge " + std::to_string(merges_) + " (cycle " + std::to_string(boundary.cycle) + ")";
+    ++counters_.merges;
+    std::string text = "merge " + std::to_string(counters_.merges) + " (cycle " + std::to_string(boundary.cycle) + ")";
     if (cmd.reset != ResetMode::kNone) {
       ResetStats stats = optimizer_->reset_low_rank_states(cmd.reset, cmd.prune_ratio, cmd.seed);
-      ++optimizer_resets_;
+      ++counters_.optimizer_resets;
       char buf[128];
       std::snprintf(buf, sizeof(buf), "; optimizer reset %s p=%.3f zeroed %.1f%% of low-rank moments",
                     reset_mode_name(cmd.reset), cmd.prune_ratio, 100.0 * stats.fraction());
@@ -251,7 +205,7 @@ void Trainer::apply_boundary(const Boundary& boundary) {
   // A stop (cancel, shutdown) stands in for the boundary's own command, which was never applied:
   // leave the boundary pending, so that a resume from the checkpoint saved below asks for it
   // again instead of skipping a merge.
-  if (!cmd.stop) last_boundary_step_ = boundary.step;
+  if (!cmd.stop) counters_.last_boundary_step = boundary.step;
   if (cmd.evaluate) evaluate();
   if (cmd.checkpoint) save_checkpoint();
   controller_->acknowledge(boundary, controller_->wants_parameter_checksum() ? parameter_checksum(model_) : "");
@@ -269,7 +223,7 @@ Trainer::StepResult Trainer::train_step() {
     Bf16Autocast autocast(bf16_, options_.device);
     for (int64_t k = 0; k < accum; ++k) {
       const auto data_start = Clock::now();
-      auto samples = data::micro_batch_samples(geometry_, step_, k, options_.rank);
+      auto samples = data::micro_batch_samples(geometry_, counters_.step, k, options_.rank);
       data::gather_blocks(data_->train(), data_->order(), samples, tokens);
       {
         std::lock_guard<std::mutex> lock(dropout_gen_.mutex());
@@ -286,7 +240,7 @@ Trainer::StepResult Trainer::train_step() {
   // AdamW pass: no separate rescaling of the gradients) and the update: the optimizer's.
   const double max_norm = spec_.training().grad_clip() > 0 ? spec_.training().grad_clip() : 1e30;
   const OptimizerStepResult update =
-      optimizer_->step(loss_sum / static_cast<double>(accum), schedule_.lr(step_, rewarm_step_), max_norm);
+      optimizer_->step(loss_sum / static_cast<double>(accum), schedule_.lr(counters_.step, counters_.rewarm_step), max_norm);
   if (options_.parallel) monitor_->gradient_sync_done(update.communication_seconds);
   synchronize_device(options_.device);  // step time must include the queued GPU work
   // ---- end of step ------------------------------------------------------------------------
@@ -294,47 +248,9 @@ Trainer::StepResult Trainer::train_step() {
 }
 
 EvalReport Trainer::evaluate() {
-  EvalReport report;
-  report.step = step_;
-  const auto& val = data_->validation();
-  const int64_t seq = data_->seq_len();
-  const int64_t max_blocks = std::max<int64_t>(1, spec_.eval().max_tokens() / seq);
-  const int64_t blocks = std::min<int64_t>(val.num_blocks, max_blocks);
-  torch::NoGradGuard no_grad;
-  model_->eval();
-  double nll = 0;
-  int64_t count = 0;
-  {
-    Bf16Autocast autocast(bf16_, options_.device);
-    const int64_t mb = geometry_.micro_batch;
-    // Ranks take interleaved batches of the validation blocks; sums are added across ranks.
-    for (int64_t first = options_.rank * mb; first < blocks; first += mb * options_.world) {
-      const int64_t n = std::min(mb, blocks - first);
-      auto x = torch::empty({n, seq}, torch::kInt64);
-      auto* dst = x.data_ptr<int64_t>();
-      for (int64_t i = 0; i < n; ++i) {
-        const uint32_t* src = val.block(first + i);
-        for (int64_t j = 0; j < seq; ++j) dst[i * seq + j] = src[j];
-      }
-      auto [s, c] = model_->nll_sum(x.to(options_.device));
-      nll += s;
-      count += c;
-    }
-  }
-  model_->train();
-  if (options_.parallel) {
-    std::vector<torch::Tensor> sums = {
-        torch::tensor({nll, static_cast<double>(count)}, torch::kFloat64).to(options_.device)};
-    options_.parallel->all_reduce_sum(sums);
-    auto host = sums[0].cpu();
-    nll = host[0].item<double>();
-    count = static_cast<int64_t>(std::llround(host[1].item<double>()));
-  }
-  report.tokens = count;
-  report.loss = count > 0 ? nll / static_cast<double>(count) : 0.0;
-  report.perplexity = std::exp(report.loss);
-  spdlog::info("eval  step {} | loss {:.4f} | perplexity {:.2f} | {} tokens", step_, report.loss,
-               report.perplexity, count);
+  const EvalReport report = evaluator_->run(model_, counters_.step);
+  spdlog::info("eval  step {} | loss {:.4f} | perplexity {:.2f} | {} tokens", report.step, report.loss,
+               report.perplexity, report.tokens);
   if (options_.on_eval) options_.on_eval(report);
   monitor_->eval_done(report);
   return report;
@@ -353,22 +269,22 @@ TrainSummary Trainer::run() {
   const int64_t eval_every = spec_.eval().every_steps();
   const int64_t ckpt_every = spec_.checkpoint().every_steps();
   double train_seconds = 0;
-  int64_t last_saved = last_checkpoint_.empty() ? -1 : step_;
+  int64_t last_saved = last_checkpoint_.empty() ? -1 : counters_.step;
   bool stopped = false;
 
   monitor_->job_started(static_info());
   spdlog::info("training {} ({} mode): {} steps, {} trainable of {} parameters, {} tokens per step", spec_.name(),
                summary.mode, total, model_->count_trainable_parameters(), model_->count_model_parameters(),
                tokens_per_step);
-  while (step_ < total) {
-    if (const auto planned = plan_.boundary_at(step_); planned && planned->step != last_boundary_step_)
+  while (counters_.step < total) {
+    if (const auto planned = plan_.boundary_at(counters_.step); planned && planned->step != counters_.last_boundary_step)
       apply_boundary({planned->kind, planned->step, planned->cycle});
     if (controller_->stop_requested()) {
       event("stop requested");
       stopped = true;
       break;
     }
-    if (options_.stop_after_step >= 0 && step_ >= options_.stop_after_step) {
+    if (options_.stop_after_step >= 0 && counters_.step >= options_.stop_after_step) {
       stopped = true;
       break;
     }
@@ -377,50 +293,49 @@ TrainSummary Trainer::run() {
     const double loss = result.loss;
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     train_seconds += seconds;
-    const double lr = schedule_.lr(step_, rewarm_step_);
-    summary.losses.emplace_back(step_, loss);
-    ++step_;
-    if (!std::isfinite(loss)) throw std::runtime_error("training loss is not finite at step " + std::to_string(step_));
+    const double lr = schedule_.lr(counters_.step, counters_.rewarm_step);
+    summary.losses.emplace_back(counters_.step, loss);
+    ++counters_.step;
+    if (!std::isfinite(loss)) throw std::runtime_error("training loss is not finite at step " + std::to_string(counters_.step));
 
     StepReport report;
-    report.step = step_;
+    report.step = counters_.step;
     report.total_steps = total;
     report.loss = loss;
     report.grad_norm = result.grad_norm;
     report.lr = lr;
     report.step_seconds = seconds;
     report.tokens_per_second = tokens_per_step / seconds;
-    report.cycle = schedule_.cycle(step_ - 1);
-    report.merges = merges_;
-    report.optimizer_resets = optimizer_resets_;
+    report.cycle = schedule_.cycle(counters_.step - 1);
+    report.merges = counters_.merges;
+    report.optimizer_resets = counters_.optimizer_resets;
     if (options_.device.is_cuda()) {
       const DeviceMemory memory = device_memory(options_.device);
       report.device_allocated_bytes = memory.allocated;
       report.device_reserved_bytes = memory.reserved;
       report.device_peak_bytes = memory.peak_allocated;
     }
-    report.eta_seconds = train_seconds / static_cast<double>(summary.losses.size()) * static_cast<double>(total - step_);
-    if (step_ % log_every == 0 || step_ == total || step_ == 1)
-      spdlog::info("step {}/{} | loss {:.4f} | lr {:.2e} | {} tok/s | cycle {} | merges {} | eta {}", step_, total,
-                   loss, lr, format_count(report.tokens_per_second), report.cycle, merges_,
+    report.eta_seconds = train_seconds / static_cast<double>(summary.losses.size()) * static_cast<double>(total - counters_.step);
+    if (counters_.step % log_every == 0 || counters_.step == total || counters_.step == 1)
+      spdlog::info("step {}/{} | loss {:.4f} | lr {:.2e} | {} tok/s | cycle {} | merges {} | eta {}", counters_.step, total,
+                   loss, lr, format_count(report.tokens_per_second), report.cycle, counters_.merges,
                    format_duration(report.eta_seconds));
     if (options_.on_step) options_.on_step(report);
     monitor_->step_done(report, result.data_seconds);
-    log_metrics(report);
 
-    if (eval_every > 0 && step_ % eval_every == 0 && step_ < total) evaluate();
-    if ((ckpt_every > 0 && step_ % ckpt_every == 0) || step_ == total) {
+    if (eval_every > 0 && counters_.step % eval_every == 0 && counters_.step < total) evaluate();
+    if ((ckpt_every > 0 && counters_.step % ckpt_every == 0) || counters_.step == total) {
       save_checkpoint();
-      last_saved = step_;
+      last_saved = counters_.step;
     }
   }
-  if (stopped && last_saved != step_) save_checkpoint();
+  if (stopped && last_saved != counters_.step) save_checkpoint();
 
   const auto& losses = summary.losses;
-  summary.completed = step_ >= total;
-  summary.steps = step_;
-  summary.merges = merges_;
-  summary.optimizer_resets = optimizer_resets_;
+  summary.completed = counters_.step >= total;
+  summary.steps = counters_.step;
+  summary.merges = counters_.merges;
+  summary.optimizer_resets = counters_.optimizer_resets;
   summary.initial_train_loss = mean_of(losses, 0, std::min<size_t>(10, losses.size()));
   summary.final_train_loss = mean_of(losses, losses.size() - std::min<size_t>(10, losses.size()), losses.size());
   summary.train_seconds = train_seconds;
@@ -428,13 +343,24 @@ TrainSummary Trainer::run() {
   summary.trainable_parameters = model_->count_trainable_parameters();
   summary.total_parameters = model_->count_model_parameters();
   if (summary.completed) {
-    const auto end = plan_.boundary_at(step_);  // the job end
+    const auto end = plan_.boundary_at(counters_.step);  // the job end
     controller_->at_boundary({end->kind, end->step, end->cycle});
     EvalReport final_eval = evaluate();
     summary.eval_loss = final_eval.loss;
     summary.eval_perplexity = final_eval.perplexity;
-    if (options_.rank == 0 && options_.save_checkpoints && !options_.spectrum_export_layers.empty())
-      write_update_spectra();
+    if (options_.rank == 0 && options_.save_checkpoints && probe_.writes_spectra()) {
+      // <checkpoint.dir>/update_spectrum.json: the singular values of each export layer's total
+      // update since the job start and, in the low-rank modes, since the low-rank start (LoRA's has
+      // rank <= r, ReLoRA's can exceed it).
+      const std::string path = spec_.checkpoint().dir() + "/update_spectrum.json";
+      probe_.write_spectra(model_, path,
+                           {{"mode", spec_.relora().mode()},
+                            {"step", counters_.step},
+                            {"lora_rank", low_rank_mode() ? spec_.relora().rank() : 0},
+                            {"low_rank_start_step", low_rank_mode() ? schedule_.low_rank_start() : counters_.step},
+                            {"merges", counters_.merges}});
+      event("update spectra written to " + path);
+    }
     if (options_.export_model && options_.rank == 0) {
       auto info = export_hf_model(model_, data_->tokenizer_path(), data_->eos_id(), data_->pad_id(),
                                   spec_.checkpoint().dir() + "/export");

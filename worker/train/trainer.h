@@ -28,8 +28,12 @@
 #include "worker/train/optimizer.h"
 #include "worker/train/cycle_controller.h"
 #include "worker/train/data_pipeline.h"
+#include "worker/train/evaluator.h"
+#include "worker/train/metrics_log.h"
 #include "worker/train/schedule.h"
+#include "worker/train/spectrum_probe.h"
 #include "worker/train/train_metrics.h"
+#include "worker/train/train_state.h"
 
 namespace relora::train {
 
@@ -50,13 +54,6 @@ struct StepReport {
   int64_t device_allocated_bytes = -1;
   int64_t device_reserved_bytes = -1;
   int64_t device_peak_bytes = -1;
-};
-
-struct EvalReport {
-  int64_t step = 0;
-  double loss = 0;
-  double perplexity = 0;
-  int64_t tokens = 0;
 };
 
 struct TrainSummary {
@@ -115,7 +112,7 @@ class Trainer {
   model::Llama& model() { return model_; }
   const Optimizer& optimizer() const { return *optimizer_; }
   const DataPipeline& data() const { return *data_; }
-  int64_t step() const { return step_; }
+  int64_t step() const { return counters_.step; }
 
  private:
   bool low_rank_mode() const { return plan_.mode() != TrainMode::kFull; }
@@ -129,9 +126,6 @@ class Trainer {
   };
   TrainStaticInfo static_info();
   void report_update_rank();
-  torch::Tensor* spectrum_weight();
-  std::map<std::string, torch::Tensor> export_layer_weights();
-  void write_update_spectra();
   StepResult train_step();
   std::vector<ShardFile> write_optimizer_shards(const NamedTensors& own);
   EvalReport evaluate();
@@ -139,8 +133,6 @@ class Trainer {
   bool resume_from_checkpoint();
   void load_warm_start_weights(const std::string& path);
   void event(const std::string& text);
-  void log_metrics(const StepReport& report);
-  void truncate_metrics_after(int64_t step);
 
   relora::v1::JobSpec spec_;
   TrainerOptions options_;
@@ -162,20 +154,16 @@ class Trainer {
   // accumulation and any resume: nothing of it needs checkpointing.
   at::Generator dropout_gen_;
 
-  int64_t step_ = 0;  // optimizer steps completed
-  int64_t merges_ = 0;
-  int64_t optimizer_resets_ = 0;
-  int64_t last_boundary_step_ = -1;  // boundary already applied at this step (resume guard)
-  int64_t rewarm_step_ = -1;         // the last boundary whose command re-warmed the learning rate
+  TrainCounters counters_;  // step, merges, resets, ... (checkpointed with the TrainState)
+  UpdateSpectrumProbe probe_;
+  std::unique_ptr<TrainState> state_;  // what checkpoints read and write
+  std::unique_ptr<Evaluator> evaluator_;
   std::string last_checkpoint_;
-  std::ofstream metrics_;  // <checkpoint.dir>/metrics.jsonl, rank 0
-  TrainMetrics no_metrics_;  // used when options_.metrics is null
-  TrainMetrics* monitor_;
-  torch::Tensor spectrum_reference_;  // W of options_.spectrum_layer at the low-rank start
-  // W + s·B·A of options_.spectrum_export_layers (fp32, host): at the job start (after init or the
-  // warm-start checkpoint; rebuilt identically on resume) and at the low-rank start (checkpointed).
-  std::map<std::string, torch::Tensor> initial_weights_;
-  std::map<std::string, torch::Tensor> low_rank_start_weights_;
+  // Observers of the run: the caller's metrics (Prometheus in workers) and, on rank 0, the
+  // metrics log.
+  std::unique_ptr<MetricsLog> metrics_log_;
+  TrainObservers observers_;
+  TrainMetrics* monitor_ = &observers_;
 };
 
 }  // namespace relora::train
