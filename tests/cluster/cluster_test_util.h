@@ -70,6 +70,23 @@ inline relora::v1::JobSpec tiny_spec(const TinyJob& job) { return relora::testin
 inline const char* kReloraNoDropout =
     "{mode: relora, rank: 8, alpha: 16, dropout: 0.0, warm_start_steps: 2, cycle_steps: 4, restart_warmup_steps: 1}";
 
+// The tiny job with dropout 0.1 on `world` ranks, global batch 16 whatever the layout (micro-batches
+// of 4, grad_accum = 4 / world): warm start 2 steps, cycles of 4 (low-rank start at 2, merges at 6
+// and 10, each with an optimizer reset of 90% of the low-rank moments by `reset`), job end at 14.
+// `shard`: ZeRO-1 (cluster.shard_optimizer).
+inline relora::v1::JobSpec reset_layout_spec(int world, bool shard, const std::string& reset, const std::string& dir) {
+  const std::string relora =
+      "{mode: relora, rank: 8, alpha: 16, dropout: 0.1, warm_start_steps: 2, cycle_steps: 4, restart_warmup_steps: 1, "
+      "optimizer_reset: " + reset + ", prune_ratio: 0.9}";
+  auto spec = tiny_spec({relora, 14, /*grad_accum=*/4 / world, /*ckpt_every=*/0, dir});
+  spec.mutable_cluster()->set_workers(world);
+  spec.mutable_cluster()->set_shard_optimizer(shard);
+  return spec;
+}
+
+// ZeRO buckets small enough that parameters straddle buckets and ranks.
+inline constexpr int64_t kSmallBuckets = 4096;
+
 // One rank's outcome of run_world.
 struct RankResult {
   train::TrainSummary summary;

@@ -21,19 +21,11 @@ using relora::testing::TempDir;
 using testing::run_world;
 using testing::tiny_spec;
 
-// Warm start 2 steps, cycles of 4: low-rank start at 2, merges (with a random reset of 90% of the
-// low-rank moments) at 6 and 10, job end at 14.
-constexpr const char* kReloraDropoutReset =
-    "{mode: relora, rank: 8, alpha: 16, dropout: 0.1, warm_start_steps: 2, cycle_steps: 4, restart_warmup_steps: 1, "
-    "optimizer_reset: random, prune_ratio: 0.9}";
-constexpr int64_t kSteps = 14;
-constexpr int64_t kSmallBuckets = 4096;
+using testing::kSmallBuckets;
 
+// Random resets: the sharded ranks must draw the same elements as one rank.
 relora::v1::JobSpec layout(int world, bool shard, const std::string& dir) {
-  auto spec = tiny_spec({kReloraDropoutReset, kSteps, /*grad_accum=*/4 / world, 0, dir});
-  spec.mutable_cluster()->set_workers(world);
-  spec.mutable_cluster()->set_shard_optimizer(shard);
-  return spec;
+  return testing::reset_layout_spec(world, shard, "random", dir);
 }
 
 // Relative difference of two parameter sets: max |a - b| over max |b|, per tensor.

@@ -23,16 +23,11 @@ using relora::testing::TempDir;
 using testing::run_world;
 using testing::tiny_spec;
 
-constexpr const char* kReloraDropoutReset =
-    "{mode: relora, rank: 8, alpha: 16, dropout: 0.1, warm_start_steps: 2, cycle_steps: 4, restart_warmup_steps: 1, "
-    "optimizer_reset: magnitude, prune_ratio: 0.9}";
-constexpr int64_t kSmallBuckets = 4096;
+using testing::kSmallBuckets;
 
+// Magnitude resets: the sharded ranks rank each factor's moments whole.
 relora::v1::JobSpec layout(int world, bool shard, const std::string& dir) {
-  auto spec = tiny_spec({kReloraDropoutReset, 14, /*grad_accum=*/4 / world, /*ckpt_every=*/0, dir});
-  spec.mutable_cluster()->set_workers(world);
-  spec.mutable_cluster()->set_shard_optimizer(shard);
-  return spec;
+  return testing::reset_layout_spec(world, shard, "magnitude", dir);
 }
 
 std::vector<testing::RankResult> train(int world, bool shard, const std::string& dir,
