@@ -105,9 +105,20 @@ void validate_data(const relora::v1::DataSpec& d, const relora::v1::ModelSpec& m
   require_path_length("data.cache_dir", d.cache_dir());
   if (d.seq_len() < 2) fail("data.seq_len", std::to_string(d.seq_len()) + " must be at least 2");
   require_range("data.validation_fraction", d.validation_fraction(), 0, 0.5, false, "[0, 0.5]");
+  const std::string& type = d.tokenizer_model_type();
+  if (!type.empty() && type != "bpe" && type != "unigram")
+    fail("data.tokenizer_model_type", "'" + type + "' is not bpe or unigram");
+  if (!type.empty() && !d.tokenizer_model().empty())
+    fail("data.tokenizer_model_type", "applies to a tokenizer relora trains; data.tokenizer_model brings its own");
   if (d.tokenizer_model().empty()) {  // the tokenizer is trained by us: its size must fit the model
     const int32_t v = d.tokenizer_vocab_size();
     if (v < 16) fail("data.tokenizer_vocab_size", std::to_string(v) + " must be at least 16");
+    // Matches kMinBpeVocabSize (worker/data/tokenizer.h): 256 byte pieces + 3 specials + the
+    // text's characters and some merges.
+    if (type != "unigram" && v < 384)
+      fail("data.tokenizer_vocab_size", std::to_string(v) +
+                                            " must be at least 384 for a BPE tokenizer (256 of its pieces are bytes); "
+                                            "set data.tokenizer_model_type: unigram for a smaller vocabulary");
     if (v > m.vocab_size()) {
       fail("data.tokenizer_vocab_size", std::to_string(v) + " is larger than model.vocab_size " +
                                             std::to_string(m.vocab_size()) +

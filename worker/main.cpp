@@ -88,8 +88,9 @@ int run_export(const std::string& checkpoint_path, const std::string& out_dir) {
     relora::model::Llama model(relora::train::model_config(spec));
     const auto& rl = spec.relora();
     relora::train::load_model_tensors(model, ckpt, {rl.rank(), rl.alpha(), rl.dropout()}, /*allow_low_rank=*/true);
+    // The tokenizer's ids and settings come from its model file (the checkpoint names it).
     auto info = relora::train::export_hf_model(model, ckpt.meta.value("tokenizer_model", ""),
-                                               ckpt.meta.value("eos_id", 1), ckpt.meta.value("pad_id", 0), out_dir);
+                                               spec.data().seq_len(), out_dir);
     spdlog::info("exported {} (step {}, {} parameters, low-rank factors merged) to {}", ckpt.path, ckpt.step,
                  info.parameters, info.dir);
     return 0;

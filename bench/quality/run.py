@@ -240,6 +240,8 @@ def job_yaml(name, run, p, data, run_dir, cache_dir):
         "name": f"quality-{name}",
         "model": model,
         "data": {"train": [data], "validation_fraction": 0.05, "tokenizer_vocab_size": p["vocab"],
+                 # the published results (docs/results.md) were measured with unigram tokenizers
+                 "tokenizer_model_type": "unigram",
                  "seq_len": p["seq_len"], "cache_dir": cache_dir},
         "training": {"steps": p["steps"], "micro_batch_size": p["micro_batch"], "grad_accum_steps": 1,
                      "lr": FULL_SWEEP.get(run, p["lr"]), "warmup_steps": p["warmup"], "seed": p.get("seed", 1),

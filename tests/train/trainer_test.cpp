@@ -100,6 +100,30 @@ TEST(TrainTrainer, MergesAndResetsEqualCycleBoundariesAndLossFalls) {
   EXPECT_TRUE(exported.tensors.count("lm_head.weight"));
   EXPECT_TRUE(fs::exists(s.export_dir + "/config.json"));
   EXPECT_TRUE(fs::exists(s.export_dir + "/tokenizer.model"));
+  // The tokenizer declared as trained (tests/train/export_tokenizer_test.cpp checks it in depth).
+  EXPECT_TRUE(fs::exists(s.export_dir + "/tokenizer_config.json"));
+  EXPECT_TRUE(fs::exists(s.export_dir + "/special_tokens_map.json"));
+}
+
+TEST(TrainTrainer, ResumingWithAnotherTokenizerFailsNamingTheSetting) {
+  TempDir dir;
+  TrainerOptions opts;
+  opts.export_model = false;
+  opts.stop_after_step = 3;
+  // A job trained with the unigram tokenizer (as every job was before BPE became the default)...
+  auto unigram = tiny_spec(dir.path(), "{mode: full}", 6, 3);
+  unigram.mutable_data()->set_tokenizer_model_type("unigram");
+  EXPECT_FALSE(Trainer(unigram, opts).run().completed);
+  // ...resumed without saying so would train on another tokenizer's ids: refused.
+  opts.stop_after_step = -1;
+  try {
+    Trainer(tiny_spec(dir.path(), "{mode: full}", 6, 3), opts).run();
+    FAIL() << "resumed with another tokenizer";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("data.tokenizer_model_type: unigram"), std::string::npos) << e.what();
+  }
+  // With the setting it resumes.
+  EXPECT_TRUE(Trainer(unigram, opts).run().completed);
 }
 
 TEST(TrainTrainer, WarmStartFromAFullRankCheckpoint) {

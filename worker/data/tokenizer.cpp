@@ -1,4 +1,4 @@
-// SentencePiece tokenizer: loading, encoding, and training a unigram model once per corpus.
+// SentencePiece tokenizer: loading, encoding, and training a model once per corpus.
 #include "worker/data/tokenizer.h"
 
 #include <spdlog/spdlog.h>
@@ -20,8 +20,11 @@ namespace fs = std::filesystem;
 namespace relora::data {
 namespace {
 
-// Bumped whenever the training recipe below changes, so old cached models are not reused.
-constexpr const char* kRecipeVersion = "spm-unigram-v1";
+// Part of the cache key, one per recipe below: bumped whenever that recipe changes, so that old
+// cached models are not reused. The unigram recipe is unchanged since "spm-unigram-v1", so its
+// cached models (from before BPE became the default) are still found.
+constexpr const char* kUnigramRecipeVersion = "spm-unigram-v1";
+constexpr const char* kBpeRecipeVersion = "spm-bpe-v1";
 // SentencePiece rejects sentences longer than max_sentence_length (4192 bytes by default);
 // longer lines are cut rather than dropped so their vocabulary still counts.
 constexpr size_t kMaxLineBytes = 4096;
@@ -109,7 +112,51 @@ void write_atomically(const std::string& path, const std::string& bytes) {
   fs::rename(temp.path, path);
 }
 
+// SentencePieceTrainer flags for `type`; the common ones are added by the caller.
+std::vector<std::pair<std::string, std::string>> recipe(TokenizerModelType type) {
+  if (type == TokenizerModelType::kUnigram) {
+    return {
+        {"model_type", "unigram"},
+        {"pad_id", "0"},
+        {"eos_id", "1"},
+        {"unk_id", "2"},
+        {"bos_id", "-1"},
+        // Keeps rare characters (stray Unicode in web text) out of the vocabulary, as T5 did.
+        {"character_coverage", "0.9995"},
+    };
+  }
+  // LLaMA's tokenizer.model, whose layout Hugging Face's LlamaTokenizer and llama.cpp's LLaMA
+  // conversion assume (docs/tokenizer.md): llama.cpp's SentencePiece tokenizer is BPE's
+  // highest-score-merge-first encode, with no normalization other than spaces -> U+2581 and the
+  // dummy prefix; so the model must be BPE, normalize with "identity" and keep repeated spaces.
+  return {
+      {"model_type", "bpe"},
+      {"unk_id", "0"},
+      {"bos_id", "1"},  // declared, never added: training puts only an EOS after each document
+      {"eos_id", "2"},
+      {"pad_id", "-1"},
+      // Characters outside the vocabulary become their UTF-8 bytes (<0x00>..<0xFF>), never unk.
+      {"byte_fallback", "true"},
+      // Rare characters are left to the byte pieces rather than spending pieces on them.
+      {"character_coverage", "0.9995"},
+      {"normalization_rule_name", "identity"},
+      {"remove_extra_whitespaces", "false"},
+      {"allow_whitespace_only_pieces", "true"},
+      {"split_digits", "true"},
+  };
+}
+
 }  // namespace
+
+TokenizerModelType tokenizer_model_type_from_name(const std::string& name) {
+  if (name.empty() || name == "bpe") return TokenizerModelType::kBpe;
+  if (name == "unigram") return TokenizerModelType::kUnigram;
+  throw std::runtime_error("data.tokenizer_model_type: '" + name + "' is not bpe or unigram");
+}
+
+const char* tokenizer_model_type_name(TokenizerModelType type) {
+  return type == TokenizerModelType::kUnigram ? "unigram" : "bpe";
+}
 
 Tokenizer::Tokenizer() : processor_(spm_api().create()) {}
 
@@ -149,11 +196,17 @@ Tokenizer Tokenizer::load(const std::string& model_path) {
 }
 
 Tokenizer Tokenizer::train_or_load_cached(const std::vector<std::string>& inputs, int vocab_size,
-                                          const std::string& cache_dir) {
+                                          const std::string& cache_dir, TokenizerModelType type) {
   if (vocab_size < 8) throw std::runtime_error("tokenizer vocab_size must be >= 8");
+  if (type == TokenizerModelType::kBpe && vocab_size < kMinBpeVocabSize) {
+    throw std::runtime_error("tokenizer vocab_size " + std::to_string(vocab_size) + " is below " +
+                             std::to_string(kMinBpeVocabSize) +
+                             ", too small for a BPE model with 256 byte pieces (use unigram)");
+  }
   const std::vector<std::string> files = expand_input_paths(inputs);
   if (files.empty()) throw std::runtime_error("no tokenizer training files in the inputs");
-  const std::string salt = std::string(kRecipeVersion) + "|vocab=" + std::to_string(vocab_size);
+  const char* version = type == TokenizerModelType::kUnigram ? kUnigramRecipeVersion : kBpeRecipeVersion;
+  const std::string salt = std::string(version) + "|vocab=" + std::to_string(vocab_size);
   const std::string name = "spm-" + std::to_string(vocab_size) + "-" + inputs_digest(files, salt);
   const std::string model_path = (fs::path(cache_dir) / (name + ".model")).string();
 
@@ -171,18 +224,12 @@ Tokenizer Tokenizer::train_or_load_cached(const std::vector<std::string>& inputs
   const auto start = std::chrono::steady_clock::now();
   const size_t lines = write_training_text(files, text.path);
   if (lines == 0) throw std::runtime_error("tokenizer inputs hold no text: " + inputs.front());
-  spdlog::info("tokenizer: training unigram SentencePiece, vocab {}, on {} lines from {} files",
-               vocab_size, lines, files.size());
+  spdlog::info("tokenizer: training {} SentencePiece, vocab {}, on {} lines from {} files",
+               tokenizer_model_type_name(type), vocab_size, lines, files.size());
 
-  const std::vector<std::pair<std::string, std::string>> args = {
-      {"model_type", "unigram"},
+  std::vector<std::pair<std::string, std::string>> args = recipe(type);
+  args.insert(args.end(), {
       {"vocab_size", std::to_string(vocab_size)},
-      {"pad_id", "0"},
-      {"eos_id", "1"},
-      {"unk_id", "2"},
-      {"bos_id", "-1"},
-      // Keeps rare characters (stray Unicode in web text) out of the vocabulary, as T5 did.
-      {"character_coverage", "0.9995"},
       {"input_sentence_size", std::to_string(kMaxTrainingSentences)},
       {"shuffle_input_sentence", "true"},
       {"max_sentence_length", std::to_string(kMaxLineBytes + 96)},
@@ -190,8 +237,13 @@ Tokenizer Tokenizer::train_or_load_cached(const std::vector<std::string>& inputs
       // A small corpus may not support `vocab_size` pieces: train fewer rather than fail,
       // and say so below.
       {"hard_vocab_limit", "false"},
-      {"minloglevel", "1"},  // the trainer's per-iteration INFO lines would flood the job log
-  };
+      // Errors only (a failure is returned as a status anyway). INFO lines would flood the job log,
+      // and a WARNING crashes the process: SentencePiece logs to std::cerr, which from inside the
+      // RTLD_DEEPBIND shim resolves to libstdc++'s own, never constructed copy of the object (the
+      // executable's copy-relocated one is the live one). The BPE trainer warns whenever the
+      // corpus supports fewer merges than asked; the shortfall is reported below instead.
+      {"minloglevel", "2"},
+  });
   std::string model_bytes, error;
   if (!spm_api().train(args, text.path, kTrainerSeed, &model_bytes, &error)) {
     throw std::runtime_error("SentencePiece training failed on " + inputs.front() + ": " + error);
@@ -226,5 +278,13 @@ std::string Tokenizer::decode(const std::vector<int>& ids) const {
 int Tokenizer::eos_id() const { return spm_api().eos_id(processor_); }
 int Tokenizer::pad_id() const { return spm_api().pad_id(processor_); }
 int Tokenizer::vocab_size() const { return spm_api().piece_size(processor_); }
+
+SpmModelInfo Tokenizer::describe() const {
+  SpmModelInfo info;
+  std::string error;
+  if (!spm_api().describe(processor_, &info, &error))
+    throw std::runtime_error("cannot read tokenizer model " + model_path_ + ": " + error);
+  return info;
+}
 
 }  // namespace relora::data

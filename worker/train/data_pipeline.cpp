@@ -19,7 +19,8 @@ DataPipeline::DataPipeline(const relora::v1::JobSpec& spec) : seq_len_(spec.data
     tokenizer_ = std::make_unique<data::Tokenizer>(data::Tokenizer::load(d.tokenizer_model()));
   } else if (!pretokenized) {
     tokenizer_ = std::make_unique<data::Tokenizer>(
-        data::Tokenizer::train_or_load_cached(train_files, d.tokenizer_vocab_size(), d.cache_dir()));
+        data::Tokenizer::train_or_load_cached(train_files, d.tokenizer_vocab_size(), d.cache_dir(),
+                                              data::tokenizer_model_type_from_name(d.tokenizer_model_type())));
   }
   if (tokenizer_ && tokenizer_->vocab_size() > spec.model().vocab_size())
     throw std::runtime_error("model.vocab_size: " + std::to_string(spec.model().vocab_size()) +

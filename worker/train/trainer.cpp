@@ -362,7 +362,7 @@ TrainSummary Trainer::run() {
       event("update spectra written to " + path);
     }
     if (options_.export_model && options_.rank == 0) {
-      auto info = export_hf_model(model_, data_->tokenizer_path(), data_->eos_id(), data_->pad_id(),
+      auto info = export_hf_model(model_, data_->tokenizer_path(), data_->seq_len(),
                                   spec_.checkpoint().dir() + "/export");
       summary.export_dir = info.dir;
       event("exported merged model (" + std::to_string(info.parameters) + " parameters) to " + info.dir);

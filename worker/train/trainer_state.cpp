@@ -78,6 +78,7 @@ void Trainer::save_checkpoint() {
   meta.update({{"next_sample", counters_.step * geometry_.global_batch()},
                {"world", options_.world},
                {"tokenizer_model", data_->tokenizer_path()},
+               {"tokenizer_fingerprint", data_->tokenizer() ? data_->tokenizer()->fingerprint() : ""},
                {"eos_id", data_->eos_id()},
                {"pad_id", data_->pad_id()},
                {"spec", nlohmann::json::parse(job_spec_to_json(spec_))}});
@@ -93,6 +94,21 @@ bool Trainer::resume_from_checkpoint() {
   auto ckpt = store_.load_latest(&skipped);
   for (const auto& why : skipped) event("corrupt checkpoint skipped: " + why);
   if (!ckpt) return false;
+  // The token ids must be the ones the checkpoint trained on. A tokenizer trained anew (another
+  // data.tokenizer_model_type, or a checkpoint from before BPE became the default) would feed the
+  // model other ids without any error. Checkpoints from before the fingerprint was saved are
+  // compared by the model file's name, which the cache derives from the recipe and the inputs.
+  const std::string saved_tokenizer = ckpt->meta.value("tokenizer_model", "");
+  const std::string saved_fingerprint = ckpt->meta.value("tokenizer_fingerprint", "");
+  if (data_->tokenizer() && !saved_tokenizer.empty() &&
+      (saved_fingerprint.empty()
+           ? std::filesystem::path(saved_tokenizer).filename() != std::filesystem::path(data_->tokenizer_path()).filename()
+           : saved_fingerprint != data_->tokenizer()->fingerprint()))
+    throw std::runtime_error(ckpt->path + ": trained with tokenizer " + saved_tokenizer + ", but this run tokenizes with " +
+                             data_->tokenizer_path() +
+                             ": resume with the data.tokenizer_model_type the job started with (a job from before "
+                             "BPE became the default: data.tokenizer_model_type: unigram), or with data.tokenizer_model: " +
+                             saved_tokenizer);
   const auto& rl = spec_.relora();
   state_->load(*ckpt, model::LoraOptions{rl.rank(), rl.alpha(), rl.dropout()}, options_.device,
                [this](int64_t step) { return schedule_.planned_rewarm_step(step); });
