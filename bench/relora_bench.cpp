@@ -113,6 +113,9 @@ struct RanksMeasurement {
   // Optimizer moments (exp_avg + exp_avg_sq) held by each rank, and the unsharded total.
   std::vector<int64_t> optimizer_state_bytes;
   int64_t optimizer_state_bytes_unsharded = 0;
+  // Frozen W (low-rank modes) held by each rank, and the whole of it.
+  std::vector<int64_t> frozen_weight_bytes;
+  int64_t frozen_weight_bytes_unsharded = 0;
 };
 
 // Trains `spec` on `world` ranks (threads, Gloo on loopback); `options` is rank 0's (its on_step
@@ -124,6 +127,7 @@ relora::train::TrainSummary train_ranks(const relora::v1::JobSpec& spec, const r
   std::vector<relora::train::TrainSummary> summaries(static_cast<size_t>(world));
   std::vector<std::string> errors(static_cast<size_t>(world));
   measured.optimizer_state_bytes.assign(static_cast<size_t>(world), 0);
+  measured.frozen_weight_bytes.assign(static_cast<size_t>(world), 0);
   std::vector<std::thread> threads;
   for (int rank = 0; rank < world; ++rank) {
     threads.emplace_back([&, rank] {
@@ -164,6 +168,12 @@ relora::train::TrainSummary train_ranks(const relora::v1::JobSpec& spec, const r
         measured.optimizer_state_bytes[rank] = trainer->optimizer().moment_elements() * moment_bytes;
         if (rank == 0)
           measured.optimizer_state_bytes_unsharded = trainer->optimizer().parameter_elements() * moment_bytes;
+        for (auto& [name, linear] : trainer->model()->relora_linears()) {
+          if (!linear->lora_enabled()) continue;
+          const int64_t element = static_cast<int64_t>(linear->weight.element_size());
+          measured.frozen_weight_bytes[rank] += linear->weight.numel() * element;
+          if (rank == 0) measured.frozen_weight_bytes_unsharded += linear->in_features() * linear->out_features() * element;
+        }
       } catch (const std::exception& e) {
         errors[rank] = "rank " + std::to_string(rank) + ": " + e.what();
       }
@@ -184,7 +194,7 @@ int main(int argc, char** argv) {
   BenchShape over{};  // 0 / -1: take the named configuration's value
   over.rank = over.seq = over.micro_batch = over.warmup_steps = over.steps = -1;
   int threads = 1, blas = 0;
-  bool peak_only = false, no_peak = false, shard_optimizer = false;
+  bool peak_only = false, no_peak = false, shard_optimizer = false, shard_frozen = false;
   int world = 1;
   std::string profile_out;
   app.add_option("--config", config, "quick, micro, 60m, 1b3-l8 (1.3B layer shape, 8 layers) or 1b3");
@@ -206,6 +216,8 @@ int main(int argc, char** argv) {
   app.add_option("--world", world, "data-parallel ranks (threads on loopback Gloo): measures collective traffic")
       ->check(CLI::Range(1, 16));
   app.add_flag("--shard-optimizer", shard_optimizer, "with --world > 1: cluster.shard_optimizer (ZeRO-1)");
+  app.add_flag("--shard-frozen-weights", shard_frozen,
+               "with --world > 1 and a low-rank mode: cluster.shard_frozen_weights (FSDP-style)");
   app.add_option("--json", json_out, "write the figures here");
   app.add_flag("--peak-only", peak_only, "only measure the matrix-product peaks");
   app.add_flag("--no-peak", no_peak, "skip the matrix-product peak measurement");
@@ -294,6 +306,7 @@ int main(int argc, char** argv) {
     if (world > 1) {
       spec.mutable_cluster()->set_workers(world);
       spec.mutable_cluster()->set_shard_optimizer(shard_optimizer);
+      spec.mutable_cluster()->set_shard_frozen_weights(shard_frozen);
     }
     relora::resolve_job_spec(spec);
     relora::validate_job_spec(spec);
@@ -359,6 +372,7 @@ int main(int argc, char** argv) {
     out["trainable_parameters"] = summary.trainable_parameters;
     out["world"] = world;
     out["shard_optimizer"] = world > 1 && shard_optimizer;
+    out["shard_frozen_weights"] = world > 1 && shard_frozen;
     if (world > 1) {
       // Measured: what rank 0's process group handed over and sent per timed step, by kind
       // (steady state: the timed steps hold no boundary, evaluation or checkpoint).
@@ -384,6 +398,8 @@ int main(int argc, char** argv) {
       out["collective_sent_bytes_per_step_total"] = sent_total;
       out["optimizer_state_bytes_per_rank"] = ranks.optimizer_state_bytes;
       out["optimizer_state_bytes_unsharded"] = ranks.optimizer_state_bytes_unsharded;
+      out["frozen_weight_bytes_per_rank"] = ranks.frozen_weight_bytes;
+      out["frozen_weight_bytes_unsharded"] = ranks.frozen_weight_bytes_unsharded;
     }
     out["model_flops_per_token"] = f.model;
     out["executed_flops_per_token"] = f.executed;
@@ -405,8 +421,8 @@ int main(int argc, char** argv) {
     std::printf(", peak RSS %.0f MiB, %lld trainable", rss / 1048576.0,
                 static_cast<long long>(summary.trainable_parameters));
     if (world > 1)
-      std::printf(", world %d%s: %.2f MB collective payload per step", world, shard_optimizer ? " (ZeRO-1)" : "",
-                  out["collective_bytes_per_step_total"].get<double>() / 1e6);
+      std::printf(", world %d%s%s: %.2f MB collective payload per step", world, shard_optimizer ? " (ZeRO-1)" : "",
+                  shard_frozen ? " (frozen W sharded)" : "", out["collective_bytes_per_step_total"].get<double>() / 1e6);
     std::printf("\n");
     if (!json_out.empty()) relora::write_text_file(json_out, out.dump(2) + "\n");
   } catch (const std::exception& e) {

@@ -37,12 +37,14 @@ SPEED_SETTINGS = ("1", "2", "1c")  # the thread settings that compete for "best"
 STEPS = {"micro": (2, 6), "60m": (2, 4), "1b3-l8": (1, 4), "1b3": (1, 3)}
 # Collective traffic runs (relora-bench --world N): per configuration, the world sizes and the
 # optimizers measured, each in full and relora mode ("ddp": plain data parallelism, replicated
-# optimizer; "zero1": cluster.shard_optimizer). micro and 60m compare ZeRO-1 with DDP at 2 and 4
-# ranks (targets 6a-6c); the 1.3B layer shape only gives target 4 (ReLoRA / full-rank bytes), which
+# optimizer; "zero1": cluster.shard_optimizer; "fsdp": ZeRO-1 plus cluster.shard_frozen_weights,
+# relora mode only). micro and 60m compare ZeRO-1 with DDP at 2 and 4 ranks (targets 6a-6c) and
+# measure the frozen-weight share of fsdp (6d); the 1.3B layer shape only gives target 4 (ReLoRA / full-rank bytes), which
 # does not depend on the optimizer: DDP on 2 ranks.
 
 
-from traffic import (TRAFFIC_CONFIGS, TRAFFIC_PLAN, fmt, ok, sent_total, state_share,  # noqa: E402
+from traffic import (LAYOUT_FLAGS, TRAFFIC_CONFIGS, TRAFFIC_PLAN, fmt, frozen_share, ok, sent_total,  # noqa: E402
+                     state_share,
                      traffic, traffic_markdown, traffic_pairs, traffic_runs, traffic_steps)
 
 
@@ -95,12 +97,12 @@ class Runner:
         self.base_env.pop("OMP_WAIT_POLICY", None)
         self.base_env.pop("OMP_NUM_THREADS", None)
 
-    def run(self, impl, config, mode, dtype, setting, extra=(), label=None, world=1, shard=False):
+    def run(self, impl, config, mode, dtype, setting, extra=(), label=None, world=1, optimizer="ddp"):
         ts = THREAD_SETTINGS[setting]
         name = label or f"{impl}-{config}-{mode}-{dtype}-t{setting}"
         if world > 1:
-            name += f"-w{world}-{'zero1' if shard else 'ddp'}"
-            extra = list(extra) + ["--world", str(world), "--no-peak"] + (["--shard-optimizer"] if shard else [])
+            name += f"-w{world}-{optimizer}"
+            extra = list(extra) + ["--world", str(world), "--no-peak"] + LAYOUT_FLAGS[optimizer]
         out_json = os.path.join(self.raw, name + ".json")
         if os.path.exists(out_json):
             os.remove(out_json)
@@ -115,7 +117,7 @@ class Runner:
         t0 = time.time()
         record = {"name": name, "impl": impl, "config": config, "mode": mode, "dtype": dtype,
                   "thread_setting": setting, "env": ts["env"], "command": " ".join(cmd), "world": world,
-                  "optimizer": ("zero1" if shard else "ddp") if world > 1 else None}
+                  "optimizer": optimizer if world > 1 else None}
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=self.args.timeout)
             record["wall_seconds"] = round(time.time() - t0, 1)
@@ -404,6 +406,14 @@ def main():
                           if key in z["result"] and key in d["result"]], min)
         targets.append({"id": "6c", "what": what + where, "value": v, "target": ">= 0.9",
                         "verdict": verdict(v, 0.9, True)})
+    # 6d: frozen-weight sharding (fsdp runs): the largest rank's frozen W against an exact 1/world.
+    fsdp = [x for x in r.runs if ok(x) and x.get("optimizer") == "fsdp"]
+    v, where = worst([(frozen_share(x), x) for x in fsdp], max)
+    scope_f = ", ".join(dict.fromkeys(x["config"] for x in fsdp)) or "micro, 60m"
+    ranks_f = " and ".join(str(w) for w in sorted({x["world"] for x in fsdp})) or "2 and 4"
+    targets.append({"id": "6d", "what": f"frozen-weight sharding: frozen W bytes, largest rank / (whole / world), "
+                                        f"{scope_f} relora on {ranks_f} ranks{where}",
+                    "value": v, "target": "<= 1.05", "verdict": verdict(v, 1.05, False)})
 
     big = None
     if acceptance["big"]:

@@ -1,13 +1,16 @@
 """The collective-traffic runs of bench/run.py: which configurations run on several ranks (threads
-of one relora-bench process, Gloo on loopback), plain data parallelism (DDP) and ZeRO-1 side by
-side, the lookups the targets use, and their section of results.md."""
+of one relora-bench process, Gloo on loopback), plain data parallelism (DDP), ZeRO-1 and ZeRO-1
+with frozen-weight sharding side by side, the lookups the targets use, and their section of
+results.md."""
 
 TRAFFIC_PLAN = {
-    "quick": ((2, 4), ("ddp", "zero1")),
-    "micro": ((2, 4), ("ddp", "zero1")),
-    "60m": ((2, 4), ("ddp", "zero1")),
+    "quick": ((2, 4), ("ddp", "zero1", "fsdp")),
+    "micro": ((2, 4), ("ddp", "zero1", "fsdp")),
+    "60m": ((2, 4), ("ddp", "zero1", "fsdp")),
     "1b3-l8": ((2,), ("ddp",)),
 }
+# relora-bench's flags per data-parallel layout ("fsdp": relora mode only, full-rank has no frozen W).
+LAYOUT_FLAGS = {"ddp": [], "zero1": ["--shard-optimizer"], "fsdp": ["--shard-optimizer", "--shard-frozen-weights"]}
 TRAFFIC_CONFIGS = ("micro", "60m", "1b3-l8")  # the full run's (--traffic-configs); --quick: quick
 COLLECTIVE_KINDS = ("all_reduce", "reduce_scatter", "all_gather")
 
@@ -45,16 +48,25 @@ def sent_total(record):
     return record["result"].get("collective_sent_bytes_per_step_total") if ok(record) else None
 
 
-def state_share(record):
-    """The largest rank's optimizer-state bytes / (the unsharded total / world): 1.0 is a perfect
-    1/world share, `world` a full copy (None for runs from before the optimizer-state figures)."""
+def share(record, per_rank_key, whole_key):
+    """The largest rank's bytes of something sharded / (its unsharded total / world): 1.0 is a
+    perfect 1/world share, `world` a full copy (None where the run lacks the figures)."""
     if not ok(record):
         return None
-    x = record["result"]
-    per_rank, unsharded = x.get("optimizer_state_bytes_per_rank"), x.get("optimizer_state_bytes_unsharded")
-    if not per_rank or not unsharded:
+    per_rank, whole = record["result"].get(per_rank_key), record["result"].get(whole_key)
+    if not per_rank or not whole:
         return None
-    return max(per_rank) / (unsharded / record["world"])
+    return max(per_rank) / (whole / record["world"])
+
+
+def state_share(record):
+    """share() of the optimizer state (AdamW moments)."""
+    return share(record, "optimizer_state_bytes_per_rank", "optimizer_state_bytes_unsharded")
+
+
+def frozen_share(record):
+    """share() of the frozen weights (None for full-rank runs: no frozen W)."""
+    return share(record, "frozen_weight_bytes_per_rank", "frozen_weight_bytes_unsharded")
 
 
 def traffic_runs(r, configs, steps):
@@ -67,8 +79,9 @@ def traffic_runs(r, configs, steps):
         for world in worlds:
             for mode in ("full", "relora"):
                 for optimizer in optimizers:
-                    r.run("ours", config, mode, "fp32", "1c", steps(config), world=world,
-                          shard=optimizer == "zero1")
+                    if optimizer == "fsdp" and mode == "full":
+                        continue
+                    r.run("ours", config, mode, "fp32", "1c", steps(config), world=world, optimizer=optimizer)
 
 
 def traffic_steps(config):
@@ -97,7 +110,9 @@ def traffic_markdown(s):
              "data parallelism: the fp32 gradients all-reduced (4 B x trainable parameters + 16 B for the loss "
              "and the stop vote). ZeRO-1 = `cluster.shard_optimizer`: the gradients reduce-scattered and the "
              "updated parameters all-gathered over flat, element-balanced buckets, plus one 24 B all-reduce "
-             "(loss, squared gradient norm, stop vote); each rank keeps the AdamW moments of its own chunks.\n")
+             "(loss, squared gradient norm, stop vote); each rank keeps the AdamW moments of its own chunks. "
+             "fsdp = ZeRO-1 plus `cluster.shard_frozen_weights` (relora only): each rank keeps 1/world of the rows "
+             "of every frozen W and all-gathers a layer's whole W before its forward and again for its backward.\n")
     L.append("Counted in rank 0's process group per timed step, by kind. **Payload**: the all-reduce's tensors, "
              "the reduce-scatter's input, the all-gather's output. **Sent**: the bytes rank 0 sends to its "
              "peers. The sent bytes of all_reduce and all_gather follow the ring model, not the wire: 2 (w - 1) "
@@ -108,15 +123,16 @@ def traffic_markdown(s):
              "over (the unsharded total / world): 1.00 is an exact 1/world share; DDP holds a full copy "
              "(= world). tokens/s: all ranks together (micro-batch x seq x world / the median timed step), every "
              f"rank on this machine's {s['machine'].get('nproc', '?')} cores (more ranks than cores "
-             "oversubscribe them); DDP and ZeRO-1 ran back to back at equal settings.\n")
+             "oversubscribe them); DDP, ZeRO-1 and fsdp ran back to back at equal settings. Frozen W: the bytes "
+             "of frozen weights the largest rank holds, and that over (the whole / world).\n")
     L.append("| config | mode | ranks | optimizer | trainable params | payload MB/step: all_reduce | "
              "reduce_scatter | all_gather | sent MB/step | sent / DDP | opt. state MB/rank (max) | "
-             "/ (unsharded / world) | tokens/s | tokens/s / DDP |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+             "/ (unsharded / world) | frozen W MB/rank (max) | / (whole / world) | tokens/s | tokens/s / DDP |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for x in wide:
         head = f"| {x['config']} | {x['mode']} | {x['world']} | {x.get('optimizer')} |"
         if not ok(x):
-            L.append(head + " failed |" + " |" * 9)
+            L.append(head + " failed |" + " |" * 11)
             continue
         y = x["result"]
         payload = y["collective_bytes_per_step"]
@@ -124,11 +140,13 @@ def traffic_markdown(s):
         sent = sent_total(x)
         sent_rel = sent / sent_total(ddp) if sent is not None and ddp and sent_total(ddp) else None
         states = y.get("optimizer_state_bytes_per_rank")
+        frozen = y.get("frozen_weight_bytes_per_rank")
         tps_rel = y["tokens_per_second"] / ddp["result"]["tokens_per_second"] \
             if ddp and ddp["result"]["tokens_per_second"] else None
         L.append(head + f" {y['trainable_parameters'] / 1e6:.2f}M | " +
                  " | ".join(f"{payload.get(k, 0) / 1e6:.2f}" for k in COLLECTIVE_KINDS) +
                  f" | {fmt(sent / 1e6 if sent is not None else None)} | {fmt(sent_rel, 3)} | "
                  f"{fmt(max(states) / 1e6 if states else None)} | {fmt(state_share(x), 3)} | "
+                 f"{fmt(max(frozen) / 1e6 if frozen and max(frozen) else None)} | {fmt(frozen_share(x), 3)} | "
                  f"{fmt(y['tokens_per_second'], 0 if y['tokens_per_second'] >= 100 else 1)} | {fmt(tps_rel)} |")
     return L

@@ -263,6 +263,8 @@ void validate_job_spec(const relora::v1::JobSpec& spec) {
                                     std::to_string(cl.workers()) + ")");
   if (cl.max_restarts() < 0 || cl.max_restarts() > 1000)
     fail("cluster.max_restarts", std::to_string(cl.max_restarts()) + " must be in 0..1000");
+  if (cl.shard_frozen_weights() && spec.relora().mode() == "full")
+    fail("cluster.shard_frozen_weights", "needs relora.mode lora or relora: mode full trains every weight, none is frozen");
 }
 
 }  // namespace relora

@@ -45,7 +45,18 @@ def check_traffic(r, x, check):
         buckets = max(64, -(-4 * trainable // BUCKET_BYTES) + 1)
         check(4 * trainable <= rs <= 4 * trainable + 4 * world * buckets,
               f"{name}: reduce-scatter {rs} B/step, expected 4 x {trainable} trainable plus at most the padding")
-        check(ag == rs, f"{name}: all-gather {ag} B/step, expected the reduce-scatter's {rs}")
+        if r["optimizer"] == "fsdp":
+            # Beyond ZeRO-1's updated parameters: each layer's whole frozen W, gathered for every
+            # micro-batch's forward and again for its backward.
+            frozen = x.get("frozen_weight_bytes_unsharded", 0)
+            per_rank = x.get("frozen_weight_bytes_per_rank", [])
+            check(frozen > 0 and ag > rs and (ag - rs) % (2 * frozen) == 0,
+                  f"{name}: all-gather {ag} B/step, expected the reduce-scatter's {rs} plus 2 x {frozen} "
+                  f"frozen bytes per micro-batch")
+            check(len(per_rank) == world and max(per_rank) <= 1.05 * frozen / world,
+                  f"{name}: frozen W per rank {per_rank}, expected 1/{world} of {frozen}")
+        else:
+            check(ag == rs, f"{name}: all-gather {ag} B/step, expected the reduce-scatter's {rs}")
         check(sent.get("reduce_scatter", 0) * world == rs * (world - 1),
               f"{name}: reduce-scatter sent {sent.get('reduce_scatter', 0)} B/step, expected (w - 1) of w chunks")
         ring("all_gather", world - 1, world)

@@ -73,14 +73,16 @@ inline const char* kReloraNoDropout =
 // The tiny job with dropout 0.1 on `world` ranks, global batch 16 whatever the layout (micro-batches
 // of 4, grad_accum = 4 / world): warm start 2 steps, cycles of 4 (low-rank start at 2, merges at 6
 // and 10, each with an optimizer reset of 90% of the low-rank moments by `reset`), job end at 14.
-// `shard`: ZeRO-1 (cluster.shard_optimizer).
-inline relora::v1::JobSpec reset_layout_spec(int world, bool shard, const std::string& reset, const std::string& dir) {
+// `shard`: ZeRO-1 (cluster.shard_optimizer); `frozen`: cluster.shard_frozen_weights.
+inline relora::v1::JobSpec reset_layout_spec(int world, bool shard, const std::string& reset, const std::string& dir,
+                                             bool frozen = false) {
   const std::string relora =
       "{mode: relora, rank: 8, alpha: 16, dropout: 0.1, warm_start_steps: 2, cycle_steps: 4, restart_warmup_steps: 1, "
       "optimizer_reset: " + reset + ", prune_ratio: 0.9}";
   auto spec = tiny_spec({relora, 14, /*grad_accum=*/4 / world, /*ckpt_every=*/0, dir});
   spec.mutable_cluster()->set_workers(world);
   spec.mutable_cluster()->set_shard_optimizer(shard);
+  spec.mutable_cluster()->set_shard_frozen_weights(frozen);
   return spec;
 }
 
@@ -93,7 +95,9 @@ struct RankResult {
   std::string checksum;
   int64_t moment_elements = 0;  // elements of exp_avg this rank holds
   int64_t parameter_elements = 0;
-  std::map<std::string, torch::Tensor> parameters;  // every model parameter after the run
+  int64_t frozen_elements = 0;        // elements of the frozen W this rank holds
+  int64_t frozen_elements_whole = 0;  // ... and of the whole frozen W
+  std::map<std::string, torch::Tensor> parameters;  // every model parameter after the run, whole
 };
 
 // Runs `spec` on `world` ranks (threads, Gloo on loopback); `configure` adjusts each rank's
@@ -120,7 +124,13 @@ inline std::vector<RankResult> run_world(int world, const relora::v1::JobSpec& s
     r.checksum = train::parameter_checksum(trainer->model());
     r.moment_elements = trainer->optimizer().moment_elements();
     r.parameter_elements = trainer->optimizer().parameter_elements();
-    for (const auto& item : trainer->model()->named_parameters()) r.parameters[item.key()] = item.value().detach().clone();
+    for (auto& [name, linear] : trainer->model()->relora_linears()) {
+      if (!linear->lora_enabled()) continue;
+      r.frozen_elements += linear->weight.numel();
+      r.frozen_elements_whole += linear->in_features() * linear->out_features();
+    }
+    // Sharded weights gathered: a collective, which every rank's thread reaches.
+    for (const auto& [name, p] : trainer->model()->whole_parameters()) r.parameters[name] = p.detach().clone();
   });
   return results;
 }

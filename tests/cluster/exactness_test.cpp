@@ -1,5 +1,5 @@
 // Data parallelism changes nothing but speed: 2 and 4 ranks (threads, Gloo on loopback), plain
-// (replicated) and ZeRO-sharded, train a ReLoRA job with dropout through two merges, each with a
+// (replicated), ZeRO-sharded and with frozen-weight sharding (FSDP-style), train a ReLoRA job with dropout through two merges, each with a
 // random optimizer reset, and give the losses and final parameters of one rank accumulating the
 // same samples (the same global batch of 16: micro-batches of 4, world x grad_accum = 4). Dropout
 // masks follow the samples, not the ranks, so they are the same in every layout.
@@ -24,8 +24,8 @@ using testing::tiny_spec;
 using testing::kSmallBuckets;
 
 // Random resets: the sharded ranks must draw the same elements as one rank.
-relora::v1::JobSpec layout(int world, bool shard, const std::string& dir) {
-  return testing::reset_layout_spec(world, shard, "random", dir);
+relora::v1::JobSpec layout(int world, bool shard, const std::string& dir, bool frozen = false) {
+  return testing::reset_layout_spec(world, shard, "random", dir, frozen);
 }
 
 // Relative difference of two parameter sets: max |a - b| over max |b|, per tensor.
@@ -61,16 +61,18 @@ const Reference& one_rank_accumulating() {
   return ref;
 }
 
-class Exactness : public ::testing::TestWithParam<std::tuple<int, bool>> {};
+// (world, ZeRO-1, frozen-weight sharding)
+class Exactness : public ::testing::TestWithParam<std::tuple<int, bool, bool>> {};
 
 TEST_P(Exactness, SameLossesAndParametersAsOneRankAccumulatingTheSameSamples) {
-  const auto [world, shard] = GetParam();
+  const auto [world, shard, frozen] = GetParam();
   const Reference& ref = one_rank_accumulating();
   ASSERT_TRUE(ref.summary.completed);
   ASSERT_EQ(ref.summary.merges, 2);
   ASSERT_EQ(ref.summary.optimizer_resets, 2);
   TempDir dir;
-  const auto ranks = run_world(world, layout(world, shard, dir.path()), {}, shard ? kSmallBuckets : int64_t{25} << 20);
+  const auto ranks =
+      run_world(world, layout(world, shard, dir.path(), frozen), {}, shard ? kSmallBuckets : int64_t{25} << 20);
   double max_loss = 0;
   for (int r = 0; r < world; ++r) {
     const auto& s = ranks[r].summary;
@@ -88,7 +90,7 @@ TEST_P(Exactness, SameLossesAndParametersAsOneRankAccumulatingTheSameSamples) {
   }
   const double max_param = largest_parameter_difference(ranks[0].parameters, ref.parameters);
   EXPECT_LT(max_param, 1e-4);
-  std::cout << world << " ranks, " << (shard ? "sharded" : "replicated")
+  std::cout << world << " ranks, " << (shard ? "sharded" : "replicated") << (frozen ? ", frozen W sharded" : "")
             << ": largest relative loss difference " << max_loss << ", parameter difference " << max_param << "\n";
   if (shard) {
     // ZeRO: each rank holds about 1/world of the moments, together exactly all of them.
@@ -101,13 +103,31 @@ TEST_P(Exactness, SameLossesAndParametersAsOneRankAccumulatingTheSameSamples) {
   } else {
     EXPECT_EQ(ranks[0].moment_elements, ranks[0].parameter_elements);
   }
+  // Frozen-weight sharding: each rank holds its rows of every frozen W (1/world of the bytes, as
+  // the tiny model's row counts divide by 2 and 4), together exactly all of them.
+  int64_t frozen_together = 0;
+  for (int r = 0; r < world; ++r) {
+    ASSERT_GT(ranks[r].frozen_elements_whole, 0);
+    frozen_together += ranks[r].frozen_elements;
+    EXPECT_EQ(ranks[r].frozen_elements, frozen ? ranks[r].frozen_elements_whole / world : ranks[r].frozen_elements_whole)
+        << "rank " << r;
+  }
+  if (frozen) EXPECT_EQ(frozen_together, ranks[0].frozen_elements_whole);
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, Exactness,
-                         ::testing::Combine(::testing::Values(2, 4), ::testing::Values(false, true)),
+                         ::testing::Combine(::testing::Values(2, 4), ::testing::Values(false, true),
+                                            ::testing::Values(false)),
                          [](const auto& info) {
                            return std::to_string(std::get<0>(info.param)) + "Ranks" +
                                   (std::get<1>(info.param) ? "Sharded" : "Replicated");
+                         });
+// Frozen-weight sharding with a replicated optimizer (2 ranks) and with ZeRO-1 (4 ranks).
+INSTANTIATE_TEST_SUITE_P(FrozenWeightsSharded, Exactness,
+                         ::testing::Values(std::make_tuple(2, false, true), std::make_tuple(4, true, true)),
+                         [](const auto& info) {
+                           return std::to_string(std::get<0>(info.param)) + "Ranks" +
+                                  (std::get<1>(info.param) ? "ZeroAndFrozenSharded" : "FrozenSharded");
                          });
 
 }  // namespace

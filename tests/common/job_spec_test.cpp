@@ -333,6 +333,12 @@ TEST(JobSpec, ContradictoryModeSettingsAreLoud) {
               StartsWith("relora.warm_start_steps: set together with relora.warm_start_checkpoint"));
 }
 
+TEST(JobSpec, FrozenWeightShardingNeedsALowRankMode) {
+  EXPECT_THAT(error_of(with_relora("relora: {mode: full}\ncluster: {workers: 2, shard_frozen_weights: true}\n")),
+              AllOf(StartsWith("cluster.shard_frozen_weights: needs relora.mode lora or relora"), HasSubstr("none is frozen")));
+  EXPECT_EQ(error_of(with_relora("relora: {mode: lora}\ncluster: {workers: 2, shard_frozen_weights: true}\n")), "");
+}
+
 TEST(JobSpec, FullAndLoraModesResolveToValidSpecs) {
   JobSpec full = resolved(with_relora("relora: {mode: full}\n"));
   ASSERT_NO_THROW(validate_job_spec(full));

@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "worker/distributed/frozen_weight_shards.h"
 #include "worker/distributed/replicated_optimizer.h"
 #include "worker/distributed/sharded_optimizer.h"
 
@@ -16,6 +17,10 @@ std::unique_ptr<train::Optimizer> GroupDataParallel::make_optimizer(const train:
                                                                     bool shard_state) {
   if (shard_state) return std::make_unique<ShardedOptimizer>(group_, vote_, options, bucket_bytes_);
   return std::make_unique<ReplicatedOptimizer>(group_, vote_, options, bucket_bytes_);
+}
+
+std::shared_ptr<model::FrozenWeightShards> GroupDataParallel::frozen_weight_shards() {
+  return std::make_shared<GroupFrozenWeightShards>(group_);
 }
 
 }  // namespace relora::distributed

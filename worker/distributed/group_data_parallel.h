@@ -1,5 +1,5 @@
 // The Trainer's DataParallel over a c10d process group: replicated or ZeRO-sharded optimizers,
-// the stop vote they carry, and small control all-reduces.
+// the stop vote they carry, frozen-weight sharding, and small control all-reduces.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +22,7 @@ class GroupDataParallel final : public train::DataParallel {
   int rank() const override { return group_.rank(); }
   int world() const override { return group_.world(); }
   std::unique_ptr<train::Optimizer> make_optimizer(const train::AdamWOptions& options, bool shard_state) override;
+  std::shared_ptr<model::FrozenWeightShards> frozen_weight_shards() override;
   void all_reduce_sum(std::vector<torch::Tensor>& tensors) override { group_.all_reduce_sum(tensors); }
 
   // Every optimizer step carries this rank's stop vote; agreed() flips on all ranks at once.

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
 #include <stdexcept>
 
 #include <torch/nn/functional/activation.h>
@@ -277,7 +278,49 @@ void LlamaImpl::enable_lora(const LoraOptions& options, uint64_t seed) {
   }
   for (size_t i = 0; i < linears.size(); ++i) {
     linears[i].second->enable_lora(options, projection_seed(seed, i));
+    if (frozen_shards_) linears[i].second->shard_weight(frozen_shards_);
   }
+}
+
+void LlamaImpl::shard_frozen_weights(std::shared_ptr<FrozenWeightShards> shards) {
+  if (frozen_shards_) throw std::logic_error("Llama::shard_frozen_weights: already sharded");
+  frozen_shards_ = std::move(shards);
+  for (auto& [name, linear] : relora_linears())
+    if (linear->lora_enabled()) linear->shard_weight(frozen_shards_);
+}
+
+std::map<std::string, ReloraLinear> LlamaImpl::sharded_weights() {
+  std::map<std::string, ReloraLinear> sharded;
+  for (const auto& item : named_modules(/*name_prefix=*/"", /*include_self=*/false))
+    if (auto linear = std::dynamic_pointer_cast<ReloraLinearImpl>(item.value()); linear && linear->weight_sharded())
+      sharded.emplace(item.key() + ".weight", ReloraLinear(linear));
+  return sharded;
+}
+
+std::vector<LlamaImpl::HeldParameter> LlamaImpl::held_parameters() {
+  const auto sharded = sharded_weights();
+  std::vector<HeldParameter> out;
+  for (const auto& item : named_parameters(/*recurse=*/true)) {
+    HeldParameter p{item.key(), item.value(), item.value().sizes().vec(), 0, false};
+    if (auto it = sharded.find(item.key()); it != sharded.end()) {
+      const auto& linear = it->second;
+      p.whole = {linear->out_features(), linear->in_features()};
+      p.offset = linear->weight_rows().begin * linear->in_features();
+      p.sharded = true;
+    }
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LlamaImpl::whole_parameters() {
+  auto sharded = sharded_weights();
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& item : named_parameters(/*recurse=*/true)) {
+    auto it = sharded.find(item.key());
+    out.emplace_back(item.key(), it == sharded.end() ? item.value() : it->second->full_weight());
+  }
+  return out;
 }
 
 bool LlamaImpl::lora_enabled() {
@@ -308,23 +351,28 @@ int64_t LlamaImpl::count_trainable_parameters() {
 
 int64_t LlamaImpl::count_model_parameters() {
   int64_t n = 0;
-  for (const auto& item : named_parameters(/*recurse=*/true)) {
-    const auto& name = item.key();
+  for (const auto& p : held_parameters()) {
+    const auto& name = p.name;
     const bool factor = name.size() >= 6 && (name.compare(name.size() - 6, 6, "lora_A") == 0 ||
                                              name.compare(name.size() - 6, 6, "lora_B") == 0);
-    if (!factor) n += item.value().numel();
+    if (!factor) n += c10::multiply_integers(p.whole);
   }
   return n;
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> LlamaImpl::export_state() {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  visit_export_state([&](const std::string& name, torch::Tensor t) { out.emplace_back(name, std::move(t)); });
+  return out;
+}
+
+void LlamaImpl::visit_export_state(const std::function<void(const std::string&, torch::Tensor)>& visit) {
   torch::NoGradGuard no_grad;
   // Fresh contiguous fp32 CPU copies: the caller may keep them while training goes on.
   auto cpu = [](const torch::Tensor& t) {
     return t.to(torch::kCPU, torch::kFloat, /*non_blocking=*/false, /*copy=*/true).contiguous();
   };
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  out.emplace_back("model.embed_tokens.weight", cpu(embed_tokens->weight));
+  visit("model.embed_tokens.weight", cpu(embed_tokens->weight));
   auto linears = relora_linears();
   for (size_t i = 0; i < layers->size(); ++i) {
     auto block = layers->ptr<BlockImpl>(i);
@@ -332,15 +380,13 @@ std::vector<std::pair<std::string, torch::Tensor>> LlamaImpl::export_state() {
     for (size_t j = 0; j < 7; ++j) {
       auto& [name, linear] = linears[i * 7 + j];
       // merged_weight() is already a fresh fp32 tensor: only move it, no second copy.
-      out.emplace_back(name + ".weight", linear->merged_weight().to(torch::kCPU).contiguous());
+      visit(name + ".weight", linear->merged_weight().to(torch::kCPU).contiguous());
     }
-    out.emplace_back(p + "input_layernorm.weight", cpu(block->input_layernorm->weight));
-    out.emplace_back(p + "post_attention_layernorm.weight",
-                     cpu(block->post_attention_layernorm->weight));
+    visit(p + "input_layernorm.weight", cpu(block->input_layernorm->weight));
+    visit(p + "post_attention_layernorm.weight", cpu(block->post_attention_layernorm->weight));
   }
-  out.emplace_back("model.norm.weight", cpu(norm->weight));
-  out.emplace_back("lm_head.weight", cpu(lm_head));
-  return out;
+  visit("model.norm.weight", cpu(norm->weight));
+  visit("lm_head.weight", cpu(lm_head));
 }
 
 }  // namespace relora::model

@@ -9,6 +9,9 @@
 // Final RMSNorm, untied lm_head. The seven projections of every block are ReloraLinear.
 #pragma once
 
+#include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -110,11 +113,31 @@ class LlamaImpl : public torch::nn::Cloneable<LlamaImpl> {
   // down), with their Hugging Face names ("model.layers.3.self_attn.q_proj").
   std::vector<std::pair<std::string, ReloraLinear>> relora_linears();
 
-  // Low-rank mode: every projection gets a branch (A seeded from seed + index), W frozen.
+  // Low-rank mode: every projection gets a branch (A seeded from seed + index), W frozen (and
+  // sharded, after shard_frozen_weights).
   void enable_lora(const LoraOptions& options, uint64_t seed);
   bool lora_enabled();
   // Merges every branch into W and re-draws A from (seed, index); B = 0.
   void merge_and_reinit(uint64_t seed);
+
+  // FSDP-style frozen-weight sharding: every frozen W keeps only `shards`' rows, now and whenever
+  // enable_lora freezes W later. A trainable W (full-rank mode, the warm start) stays whole. From
+  // then on forward, backward and merged_weight() are collective (frozen_weight_shards.h).
+  void shard_frozen_weights(std::shared_ptr<FrozenWeightShards> shards);
+  bool frozen_weights_sharded() const { return frozen_shards_ != nullptr; }
+
+  // A parameter as this process holds it: flat elements [offset, offset + tensor.numel()) of a
+  // tensor shaped `whole` (a sharded W's rows; every other parameter whole, offset 0).
+  struct HeldParameter {
+    std::string name;  // module path, as named_parameters()
+    torch::Tensor tensor;
+    std::vector<int64_t> whole;
+    int64_t offset = 0;
+    bool sharded = false;
+  };
+  std::vector<HeldParameter> held_parameters();
+  // named_parameters() with every sharded W gathered whole (collective when sharded).
+  std::vector<std::pair<std::string, torch::Tensor>> whole_parameters();
 
   // Parameters that receive gradients now, with their module paths, in registration order.
   std::vector<std::pair<std::string, torch::Tensor>> trainable_parameters();
@@ -124,6 +147,9 @@ class LlamaImpl : public torch::nn::Cloneable<LlamaImpl> {
 
   // Full-rank weights under Hugging Face LlamaForCausalLM names, LoRA branches merged in.
   std::vector<std::pair<std::string, torch::Tensor>> export_state();
+  // The same tensors one at a time, each a fresh fp32 host copy (collective with sharded weights:
+  // every holder visits, whether it keeps the tensors or not).
+  void visit_export_state(const std::function<void(const std::string& name, torch::Tensor tensor)>& visit);
 
   const LlamaConfig& config() const { return config_; }
 
@@ -136,6 +162,9 @@ class LlamaImpl : public torch::nn::Cloneable<LlamaImpl> {
   LlamaConfig config_;
   torch::Tensor rope_cos_;  // [max_seq_len, D] buffer
   torch::Tensor rope_sin_;  // [max_seq_len, D] buffer
+  // The projections whose W is sharded, by the weight's parameter name.
+  std::map<std::string, ReloraLinear> sharded_weights();
+  std::shared_ptr<FrozenWeightShards> frozen_shards_;
 };
 TORCH_MODULE(Llama);
 

@@ -27,6 +27,7 @@ void ReloraLinearImpl::reset() {
   // reset() also runs on the copy inside Cloneable::clone(), where the copied members still hold
   // the original's tensors: it must re-register exactly the parameters the original has (the
   // values are copied over afterwards), including the branch when it exists.
+  if (shards_) throw std::logic_error("ReloraLinear: a layer whose W is sharded cannot be cloned or reset");
   const bool had_branch = lora_A.defined();
   const int64_t rank = had_branch ? lora_A.size(0) : 0;
 
@@ -90,11 +91,41 @@ class ReloraLinearFunction : public torch::autograd::Function<ReloraLinearFuncti
 }  // namespace
 #endif
 
+namespace {
+
+// y = x W^T for a frozen W of which this process keeps only some rows. The whole W is gathered for
+// the product and dropped with it, and gathered again in the backward for dx = dy W: nothing of W
+// is saved between the two (nor of x: a frozen W has no gradient). Products run in the dtype
+// autocast gives them (bf16 under CPU or CUDA autocast), as torch::linear's would.
+class ShardedFrozenProduct : public torch::autograd::Function<ShardedFrozenProduct> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x2,
+                               ReloraLinearImpl* layer) {
+    // The layer outlives every graph built through it (the model owns it), so the backward may
+    // reach it through a plain address.
+    ctx->saved_data["layer"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(layer));
+    ctx->saved_data["x_type"] = static_cast<int64_t>(x2.scalar_type());
+    return torch::linear(x2, layer->full_weight());  // [N, out]
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grad_outputs) {
+    auto* layer = reinterpret_cast<ReloraLinearImpl*>(static_cast<intptr_t>(ctx->saved_data["layer"].toInt()));
+    const auto x_type = static_cast<torch::ScalarType>(ctx->saved_data["x_type"].toInt());
+    const auto& g = grad_outputs[0];  // [N, out], in the forward product's dtype
+    auto w = layer->full_weight();    // gathered again: a collective, in the same order on every holder
+    auto dx = torch::mm(g.contiguous(), w.to(g.scalar_type())).to(x_type);  // [N, in]
+    return {dx, torch::Tensor()};
+  }
+};
+
+}  // namespace
+
 torch::Tensor ReloraLinearImpl::forward(const torch::Tensor& x) {
   if (!lora_enabled()) return torch::linear(x, weight);  // [..., out]
 #if TORCH_VERSION_MAJOR < 2
   const bool drop_now = dropout_ > 0.0 && is_training();
-  if (!drop_now && cpu_fast_paths() && x.device().is_cpu() && !weight.requires_grad() && x.scalar_type() == weight.scalar_type() &&
+  if (!drop_now && !shards_ && cpu_fast_paths() && x.device().is_cpu() && !weight.requires_grad() && x.scalar_type() == weight.scalar_type() &&
       lora_A.scalar_type() == weight.scalar_type() && lora_B.scalar_type() == weight.scalar_type()) {
     auto out_sizes = x.sizes().vec();
     out_sizes.back() = out_features_;
@@ -108,7 +139,8 @@ torch::Tensor ReloraLinearImpl::forward(const torch::Tensor& x) {
   auto out_sizes = x.sizes().vec();
   out_sizes.back() = out_features_;
   auto x2 = x.reshape({-1, in_features_});  // [N, in] (a view when x is contiguous)
-  auto y = torch::linear(x2, weight);        // [N, out]; linear's backward never reads y: safe to add in place
+  // [N, out]; neither product's backward reads y: safe to add in place.
+  auto y = shards_ ? ShardedFrozenProduct::apply(x2, this) : torch::linear(x2, weight);
   // Dropout applies to the branch's input only; skip the copy when it would be the identity.
   const bool drop = dropout_ > 0.0 && is_training();
   const auto& xd = drop ? apply_dropout(x2) : x2;  // [N, in]
@@ -158,26 +190,52 @@ void ReloraLinearImpl::merge_and_reinit(uint64_t seed) {
   if (!lora_enabled()) return;
   torch::NoGradGuard no_grad;
   // In place, so that optimizer and DDP references to W, A, B stay valid.
-  weight.add_(lora_delta().to(weight.scalar_type()));
+  weight.add_(lora_delta(weight_rows()).to(weight.scalar_type()));
   draw_lora_A(seed);
   lora_B.zero_();
 }
 
-torch::Tensor ReloraLinearImpl::lora_delta() const {
+torch::Tensor ReloraLinearImpl::lora_delta() const { return lora_delta({0, out_features_}); }
+
+torch::Tensor ReloraLinearImpl::lora_delta(RowRange rows) const {
   torch::NoGradGuard no_grad;
   if (!lora_enabled()) {
-    return torch::zeros({out_features_, in_features_}, weight.options().dtype(torch::kFloat));
+    return torch::zeros({rows.size(), in_features_}, weight.options().dtype(torch::kFloat));
   }
   // fp32 even when the factors are bf16: the product is what gets folded into the master W.
-  return torch::matmul(lora_B.to(torch::kFloat), lora_A.to(torch::kFloat)).mul_(scale_);  // [out, in]
+  const auto b = lora_B.slice(0, rows.begin, rows.end).to(torch::kFloat);  // [rows, r]
+  return torch::matmul(b, lora_A.to(torch::kFloat)).mul_(scale_);          // [rows, in]
 }
 
-torch::Tensor ReloraLinearImpl::merged_weight() const {
+torch::Tensor ReloraLinearImpl::merged_weight() {
   torch::NoGradGuard no_grad;
   // Always a fresh fp32 tensor, never an alias of the live W.
-  auto w = weight.to(torch::kFloat, /*non_blocking=*/false, /*copy=*/true);  // [out, in]
+  auto w = full_weight().to(torch::kFloat, /*non_blocking=*/false, /*copy=*/true);  // [out, in]
   if (lora_enabled()) w.add_(lora_delta());
   return w;
+}
+
+void ReloraLinearImpl::shard_weight(std::shared_ptr<FrozenWeightShards> shards) {
+  if (!lora_enabled())
+    throw std::logic_error("ReloraLinear::shard_weight: W trains without the low-rank branch; only a frozen W is sharded");
+  if (shards_) throw std::logic_error("ReloraLinear::shard_weight: W is already sharded");
+  const RowRange rows = shards->rows_kept(out_features_);
+  torch::NoGradGuard no_grad;
+  // set_ keeps the parameter itself (the module's list and every reference to it stay valid) and
+  // lets the other rows' storage go.
+  weight.set_(weight.slice(0, rows.begin, rows.end).clone());  // [rows, in]
+  row_begin_ = rows.begin;
+  shards_ = std::move(shards);
+}
+
+RowRange ReloraLinearImpl::weight_rows() const {
+  return shards_ ? RowRange{row_begin_, row_begin_ + weight.size(0)} : RowRange{0, out_features_};
+}
+
+torch::Tensor ReloraLinearImpl::full_weight() {
+  if (!shards_) return weight;
+  torch::NoGradGuard no_grad;
+  return shards_->gather(weight, out_features_);  // [out, in]
 }
 
 void ReloraLinearImpl::draw_lora_A(uint64_t seed) {

@@ -7,9 +7,12 @@
 // freezes W and creates A (kaiming-uniform, a = sqrt(5), the nn.Linear default) and B = 0, so the
 // layer's function is unchanged. merge_and_reinit() folds s*B*A into W in fp32 and draws a fresh
 // A from a generator seeded by the caller, so every data-parallel rank draws the same A.
+// With frozen-weight sharding (shard_weight) the layer keeps only some rows of the frozen W and
+// gathers the whole W through a FrozenWeightShards for each product, forward and backward.
 // The layer knows nothing of ranks, optimizers or schedules.
 #pragma once
 
+#include <memory>
 #include <optional>
 
 #include <ATen/core/Generator.h>
@@ -17,6 +20,8 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
+
+#include "worker/model/frozen_weight_shards.h"
 
 namespace relora::model {
 
@@ -38,12 +43,26 @@ class ReloraLinearImpl : public torch::nn::Cloneable<ReloraLinearImpl> {
   void enable_lora(const LoraOptions& options, uint64_t seed);
   bool lora_enabled() const { return lora_A.defined(); }
 
-  // W += s * B A (fp32), then A redrawn from `seed`, B = 0. No-op without the branch.
+  // W += s * B A (fp32), then A redrawn from `seed`, B = 0. No-op without the branch. With a
+  // sharded W, only the kept rows (each holder merges its own; A and B are the same everywhere).
   void merge_and_reinit(uint64_t seed);
   // s * B A as a dense [out, in] fp32 tensor (zeros without the branch).
   torch::Tensor lora_delta() const;
-  // W + s * B A: what an exported full-rank model holds.
-  torch::Tensor merged_weight() const;
+  // Rows [rows.begin, rows.end) of it.
+  torch::Tensor lora_delta(RowRange rows) const;
+  // W + s * B A: what an exported full-rank model holds. Collective when W is sharded.
+  torch::Tensor merged_weight();
+
+  // FSDP-style frozen-weight sharding: keep only shards->rows_kept(out) of the frozen W. From then
+  // on every product with W gathers the whole W just before it (forward) and again in the backward
+  // (dx = dy W), holding it no longer than the product. Throws std::logic_error without the branch
+  // (W still trains) or when already sharded.
+  void shard_weight(std::shared_ptr<FrozenWeightShards> shards);
+  bool weight_sharded() const { return shards_ != nullptr; }
+  // The rows of the whole W that `weight` holds ([0, out) when not sharded).
+  RowRange weight_rows() const;
+  // The whole W [out, in]: `weight` itself, or gathered from its holders (collective).
+  torch::Tensor full_weight();
 
   // The generator that the branch's dropout masks are drawn from (on the layer's device). Without
   // one, dropout draws from LibTorch's global generator; the trainer gives every layer of a rank
@@ -55,7 +74,7 @@ class ReloraLinearImpl : public torch::nn::Cloneable<ReloraLinearImpl> {
   int64_t out_features() const { return out_features_; }
   double scale() const { return scale_; }
 
-  torch::Tensor weight;  // [out, in]
+  torch::Tensor weight;  // [out, in]; with a sharded W, rows weight_rows() of it
   torch::Tensor lora_A;  // [r, in]   (undefined without the branch)
   torch::Tensor lora_B;  // [out, r]  (undefined without the branch)
 
@@ -67,6 +86,8 @@ class ReloraLinearImpl : public torch::nn::Cloneable<ReloraLinearImpl> {
   double scale_ = 0.0;
   double dropout_ = 0.0;
   std::optional<at::Generator> dropout_gen_;
+  std::shared_ptr<FrozenWeightShards> shards_;  // set once W is sharded
+  int64_t row_begin_ = 0;                       // first row of W that `weight` holds
 };
 TORCH_MODULE(ReloraLinear);
 

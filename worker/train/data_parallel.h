@@ -11,6 +11,7 @@
 
 #include <torch/types.h>
 
+#include "worker/model/frozen_weight_shards.h"
 #include "worker/train/adamw.h"
 #include "worker/train/optimizer.h"
 
@@ -24,6 +25,9 @@ class DataParallel {
   // This rank's optimizer: replicated (every rank updates every parameter from the averaged
   // gradients) or, with `shard_state`, ZeRO (each rank updates and keeps the moments of 1/world).
   virtual std::unique_ptr<Optimizer> make_optimizer(const AdamWOptions& options, bool shard_state) = 0;
+  // Frozen-weight sharding: where every rank keeps its rows of the frozen W (the model gathers
+  // the whole W per product through it).
+  virtual std::shared_ptr<model::FrozenWeightShards> frozen_weight_shards() = 0;
   // Element-wise sums across the ranks, in place. Collective.
   virtual void all_reduce_sum(std::vector<torch::Tensor>& tensors) = 0;
 };

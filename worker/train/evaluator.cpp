@@ -21,15 +21,20 @@ EvalReport Evaluator::run(model::Llama& model, int64_t step) const {
   {
     Bf16Autocast autocast(s.bf16, s.device);
     const int64_t mb = s.micro_batch;
-    for (int64_t first = s.rank * mb; first < blocks; first += mb * s.world) {
-      const int64_t n = std::min(mb, blocks - first);
+    const int64_t stride = mb * s.world;
+    const int64_t rounds = s.equal_forwards ? (blocks + stride - 1) / stride : 0;
+    for (int64_t first = s.rank * mb, round = 0; first < blocks || round < rounds; first += stride, ++round) {
+      const bool counted = first < blocks;  // false: a forward for the other ranks' sake only
+      const int64_t base = counted ? first : 0;
+      const int64_t n = std::min(mb, blocks - base);
       auto x = torch::empty({n, seq}, torch::kInt64);
       auto* dst = x.data_ptr<int64_t>();
       for (int64_t i = 0; i < n; ++i) {
-        const uint32_t* src = validation_.block(first + i);
+        const uint32_t* src = validation_.block(base + i);
         for (int64_t j = 0; j < seq; ++j) dst[i * seq + j] = src[j];
       }
       auto [sum, c] = model->nll_sum(x.to(s.device));
+      if (!counted) continue;
       nll += sum;
       count += c;
     }

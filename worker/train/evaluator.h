@@ -27,6 +27,9 @@ struct EvalSettings {
   int world = 1;
   torch::Device device = torch::kCPU;
   bool bf16 = false;  // under bf16 autocast, as training
+  // Every rank runs the same number of forwards (a rank without blocks left repeats its first
+  // batch and discards it): needed when forwards are collective (frozen-weight sharding).
+  bool equal_forwards = false;
 };
 
 class Evaluator {

@@ -11,50 +11,22 @@ namespace {
 
 constexpr const char* kPrefix = "optim/";
 
-struct Piece {
-  int64_t offset = 0;
-  torch::Tensor values;  // 1-D view of the saved elements
-};
-
 // name -> moment ("exp_avg" / "exp_avg_sq") -> pieces
-using PieceIndex = std::map<std::string, std::map<std::string, std::vector<Piece>>>;
+using PieceIndex = std::map<std::string, std::map<std::string, std::vector<FlatPiece>>>;
 
 PieceIndex index_pieces(const SafetensorsFile& file, const std::string& where) {
   PieceIndex index;
   for (const auto& [key, tensor] : file.tensors) {
     if (key.rfind(kPrefix, 0) != 0) continue;
-    const size_t slash = key.rfind('/');
+    const PieceKey parsed = parse_piece_key(key, where);
+    const size_t slash = parsed.base.rfind('/');
     if (slash == std::string::npos || slash < 6) continue;
-    const std::string name = key.substr(6, slash - 6);
-    std::string tail = key.substr(slash + 1);
-    int64_t offset = 0;
-    if (const size_t at = tail.find('@'); at != std::string::npos) {
-      try {
-        size_t used = 0;
-        offset = std::stoll(tail.substr(at + 1), &used);
-        if (used != tail.size() - at - 1 || offset < 0) throw std::invalid_argument("trailing characters");
-      } catch (const std::exception&) {
-        throw std::runtime_error(where + ": optimizer tensor '" + key + "' has a malformed piece offset");
-      }
-      tail = tail.substr(0, at);
-    }
-    if (tail != kExpAvg && tail != kExpAvgSq) continue;  // step counters
-    index[name][tail].push_back({offset, tensor.reshape({-1})});
+    const std::string name = parsed.base.substr(6, slash - 6);
+    const std::string moment = parsed.base.substr(slash + 1);
+    if (moment != kExpAvg && moment != kExpAvgSq) continue;  // step counters
+    index[name][moment].push_back({parsed.offset, tensor.reshape({-1})});
   }
   return index;
-}
-
-// Copies the part of `pieces` that overlaps [offset, offset + target.numel()) into `target`.
-int64_t fill(const std::vector<Piece>& pieces, int64_t offset, torch::Tensor& target) {
-  int64_t filled = 0;
-  const int64_t end = offset + target.numel();
-  for (const auto& p : pieces) {
-    const int64_t lo = std::max(offset, p.offset), hi = std::min(end, p.offset + p.values.numel());
-    if (lo >= hi) continue;
-    target.slice(0, lo - offset, hi - offset).copy_(p.values.slice(0, lo - p.offset, hi - p.offset));
-    filled += hi - lo;
-  }
-  return filled;
 }
 
 void fill_from(const SafetensorsFile& file, const std::string& where, std::vector<MomentRange>& ranges) {
@@ -66,7 +38,8 @@ void fill_from(const SafetensorsFile& file, const std::string& where, std::vecto
     const auto m = it->second.find(kExpAvg), v = it->second.find(kExpAvgSq);
     if (m == it->second.end() || v == it->second.end())
       throw std::runtime_error(where + ": optimizer state of '" + r.name + "' has only one of its two moments");
-    const int64_t a = fill(m->second, r.offset, r.exp_avg), b = fill(v->second, r.offset, r.exp_avg_sq);
+    const int64_t a = fill_from_pieces(m->second, r.offset, r.exp_avg);
+    const int64_t b = fill_from_pieces(v->second, r.offset, r.exp_avg_sq);
     if (a != b)
       throw std::runtime_error(where + ": optimizer state of '" + r.name + "': its two moments cover different elements");
     r.filled += a;
@@ -80,7 +53,7 @@ std::string step_key(const std::string& name) { return kPrefix + name + "/step";
 std::string moment_key(const std::string& name, const char* moment) { return kPrefix + name + "/" + moment; }
 
 std::string moment_key(const std::string& name, const char* moment, int64_t offset) {
-  return moment_key(name, moment) + "@" + std::to_string(offset);
+  return piece_key(moment_key(name, moment), offset);
 }
 
 void load_moment_ranges(const Checkpoint& ckpt, std::vector<MomentRange>& ranges) {

@@ -19,6 +19,7 @@
 
 #include "worker/train/checkpoint.h"
 #include "worker/train/safetensors.h"
+#include "worker/train/tensor_pieces.h"
 
 namespace relora::train {
 

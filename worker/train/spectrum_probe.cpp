@@ -10,10 +10,10 @@
 
 namespace relora::train {
 
-torch::Tensor* UpdateSpectrumProbe::sampled_weight(model::Llama& model) const {
+torch::Tensor UpdateSpectrumProbe::sampled_weight(model::Llama& model) const {
   for (auto& [name, linear] : model->relora_linears())
-    if (name == layer_) return &linear->weight;
-  return nullptr;
+    if (name == layer_) return linear->full_weight();
+  return {};
 }
 
 // W + s·B·A (what an export holds) of the export layers, on the host.
@@ -26,14 +26,15 @@ std::map<std::string, torch::Tensor> UpdateSpectrumProbe::export_layer_weights(m
 }
 
 void UpdateSpectrumProbe::at_low_rank_start(model::Llama& model) {
-  if (auto* w = sampled_weight(model)) reference_ = w->detach().clone();
+  if (auto w = sampled_weight(model); w.defined()) reference_ = w.detach().clone();
   low_rank_ = export_layer_weights(model);
 }
 
 std::optional<int64_t> UpdateSpectrumProbe::update_rank(model::Llama& model) {
-  auto* w = sampled_weight(model);
-  if (!w || !reference_.defined()) return std::nullopt;
-  return update_spectrum(*w, reference_).rank_above_threshold;
+  if (!reference_.defined()) return std::nullopt;
+  const auto w = sampled_weight(model);
+  if (!w.defined()) return std::nullopt;
+  return update_spectrum(w, reference_).rank_above_threshold;
 }
 
 // Written to a temporary name, then renamed.
@@ -43,8 +44,10 @@ void UpdateSpectrumProbe::write_spectra(model::Llama& model, const std::string& 
                           {"threshold", s.threshold},
                           {"singular_values", s.singular_values}};
   };
+  const auto weights = export_layer_weights(model);  // on every rank: the gathers are collective
+  if (path.empty()) return;
   nlohmann::json layers = nlohmann::json::array();
-  for (const auto& [name, now] : export_layer_weights(model)) {
+  for (const auto& [name, now] : weights) {
     nlohmann::json layer = {{"name", name}, {"shape", {now.size(0), now.size(1)}}};
     if (auto it = initial_.find(name); it != initial_.end()) layer["since_init"] = to_json(update_spectrum(now, it->second));
     if (auto it = low_rank_.find(name); it != low_rank_.end())

@@ -34,9 +34,11 @@ class UpdateSpectrumProbe {
 
   void at_job_start(model::Llama& model) { initial_ = export_layer_weights(model); }
   void at_low_rank_start(model::Llama& model);
-  // The sampled layer's update rank since the low-rank start; nullopt before it.
+  // The sampled layer's update rank since the low-rank start; nullopt before it. Collective with
+  // sharded weights.
   std::optional<int64_t> update_rank(model::Llama& model);
   // <path>: the spectra since the job start and since the low-rank start, plus `info` fields.
+  // Collective with sharded weights (every rank calls it; an empty path writes nothing).
   void write_spectra(model::Llama& model, const std::string& path, nlohmann::json info);
 
   void save(NamedTensors& out) const;
@@ -44,7 +46,8 @@ class UpdateSpectrumProbe {
 
  private:
   std::map<std::string, torch::Tensor> export_layer_weights(model::Llama& model) const;
-  torch::Tensor* sampled_weight(model::Llama& model) const;
+  // The sampled layer's whole W (collective with sharded weights); undefined when the model lacks it.
+  torch::Tensor sampled_weight(model::Llama& model) const;
 
   std::string layer_;
   std::vector<std::string> export_layers_;

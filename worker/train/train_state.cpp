@@ -15,7 +15,7 @@ int64_t meta_int(const Checkpoint& ckpt, const char* key, int64_t fallback) {
 
 void TrainState::save_tensors(NamedTensors& common, NamedTensors& own) const {
   optimizer_.save_state(common, own);
-  append_model_tensors(model_, common);
+  append_model_tensors(model_, common, own);
   probe_.save(common);
 }
 

@@ -104,6 +104,9 @@ Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
     optimizer_ = std::make_unique<LocalOptimizer>(adamw);
   }
   if (!spec_.relora().warm_start_checkpoint().empty()) load_warm_start_weights(spec_.relora().warm_start_checkpoint());
+  // Frozen-weight sharding takes hold when W freezes (the low-rank start, or a resume into it).
+  frozen_sharded_ = spec_.cluster().shard_frozen_weights() && options_.world > 1;
+  if (frozen_sharded_) model_->shard_frozen_weights(options_.parallel->frozen_weight_shards());
   register_trainable_parameters();
   state_ = std::make_unique<TrainState>(model_, *optimizer_, probe_, counters_);
   // The start of the total update W_final - W_init. Taken here, before any resume, so that a resumed
@@ -116,6 +119,7 @@ Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
   eval.world = options_.world;
   eval.device = options_.device;
   eval.bf16 = bf16_;
+  eval.equal_forwards = frozen_sharded_;  // every forward gathers: all ranks must run as many
   evaluator_ = std::make_unique<Evaluator>(data_->validation(), eval, options_.parallel);
   batch_ = torch::empty({geometry_.micro_batch, data_->seq_len()},
                         torch::TensorOptions(torch::kInt64).pinned_memory(options_.device.is_cuda()));
@@ -348,18 +352,18 @@ TrainSummary Trainer::run() {
     EvalReport final_eval = evaluate();
     summary.eval_loss = final_eval.loss;
     summary.eval_perplexity = final_eval.perplexity;
-    if (options_.rank == 0 && options_.save_checkpoints && probe_.writes_spectra()) {
+    if (options_.save_checkpoints && probe_.writes_spectra()) {
       // <checkpoint.dir>/update_spectrum.json: the singular values of each export layer's total
       // update since the job start and, in the low-rank modes, since the low-rank start (LoRA's has
       // rank <= r, ReLoRA's can exceed it).
       const std::string path = spec_.checkpoint().dir() + "/update_spectrum.json";
-      probe_.write_spectra(model_, path,
+      probe_.write_spectra(model_, options_.rank == 0 ? path : "",
                            {{"mode", spec_.relora().mode()},
                             {"step", counters_.step},
                             {"lora_rank", low_rank_mode() ? spec_.relora().rank() : 0},
                             {"low_rank_start_step", low_rank_mode() ? schedule_.low_rank_start() : counters_.step},
                             {"merges", counters_.merges}});
-      event("update spectra written to " + path);
+      if (options_.rank == 0) event("update spectra written to " + path);
     }
     if (options_.export_model && options_.rank == 0) {
       auto info = export_hf_model(model_, data_->tokenizer_path(), data_->seq_len(),
@@ -367,6 +371,8 @@ TrainSummary Trainer::run() {
       summary.export_dir = info.dir;
       event("exported merged model (" + std::to_string(info.parameters) + " parameters) to " + info.dir);
     }
+    } else if (options_.export_model && frozen_sharded_) {
+      model_->visit_export_state([](const std::string&, const torch::Tensor&) {});  // rank 0's gathers
   }
   summary.checkpoint = last_checkpoint_;
   summary.peak_rss_bytes = peak_rss_bytes();

@@ -127,7 +127,7 @@ class Trainer {
   TrainStaticInfo static_info();
   void report_update_rank();
   StepResult train_step();
-  std::vector<ShardFile> write_optimizer_shards(const NamedTensors& own);
+  std::vector<ShardFile> write_rank_shards(const NamedTensors& own);
   EvalReport evaluate();
   void save_checkpoint();
   bool resume_from_checkpoint();
@@ -144,6 +144,7 @@ class Trainer {
   model::Llama model_{nullptr};
   std::unique_ptr<Optimizer> optimizer_;
   bool sharded_optimizer_ = false;  // each rank checkpoints its own optimizer state
+  bool frozen_sharded_ = false;     // cluster.shard_frozen_weights: each rank keeps rows of every frozen W
   JobSchedule schedule_;
   CheckpointStore store_;
   data::BatchGeometry geometry_;

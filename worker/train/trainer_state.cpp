@@ -1,6 +1,6 @@
 // The Trainer's state across processes: checkpoints of its TrainState (committed atomically by
-// rank 0; with a sharded optimizer every rank writes its own moments first, nothing gathered) and
-// resuming from the newest complete one. The training loop itself is in trainer.cpp.
+// rank 0; with a sharded optimizer or frozen weights every rank writes its own part first, nothing
+// gathered) and resuming from the newest complete one. The training loop itself is in trainer.cpp.
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -22,10 +22,10 @@ using Clock = std::chrono::steady_clock;
 
 }  // namespace
 
-// Sharded optimizer: every rank writes its own moments into the staging directory rank 0 has
-// prepared, and rank 0 learns every file's size and CRC-32 (a collective: every rank calls it at
+// Sharded optimizer or frozen weights: every rank writes its own moments and rows of W into the
+// staging directory rank 0 has prepared, and rank 0 learns every file's size and CRC-32 (a collective: every rank calls it at
 // the same step). A rank that fails to write makes every rank fail the save, each saying why.
-std::vector<ShardFile> Trainer::write_optimizer_shards(const NamedTensors& own) {
+std::vector<ShardFile> Trainer::write_rank_shards(const NamedTensors& own) {
   const auto device = options_.device;
   std::string failure;
   if (options_.rank == 0) {
@@ -59,7 +59,7 @@ std::vector<ShardFile> Trainer::write_optimizer_shards(const NamedTensors& own) 
   for (int r = 0; r < options_.world; ++r) {
     if (host[r][0].item<double>() < 0)
       throw std::runtime_error("checkpoint at step " + std::to_string(counters_.step) + ": rank " + std::to_string(r) +
-                               " could not write its optimizer shard");
+                               " could not write its shard of the state");
     shards.push_back({CheckpointStore::shard_name(r), static_cast<uint64_t>(host[r][0].item<double>()),
                       static_cast<uint32_t>(host[r][1].item<double>())});
   }
@@ -72,7 +72,8 @@ void Trainer::save_checkpoint() {
   NamedTensors tensors, own;
   state_->save_tensors(tensors, own);
   // Before the rank test: writing the shards takes every rank.
-  const std::vector<ShardFile> shards = sharded_optimizer_ ? write_optimizer_shards(own) : std::vector<ShardFile>{};
+  const std::vector<ShardFile> shards =
+      sharded_optimizer_ || frozen_sharded_ ? write_rank_shards(own) : std::vector<ShardFile>{};
   if (options_.rank != 0) return;  // the rest is identical on every rank
   nlohmann::json meta = state_->meta();
   meta.update({{"next_sample", counters_.step * geometry_.global_batch()},
