@@ -12,67 +12,72 @@ BucketedAllReduce::BucketedAllReduce(DataParallelGroup& group, int64_t bucket_by
   if (bucket_bytes_ <= 0) throw std::invalid_argument("all-reduce: bucket size must be positive");
 }
 
-void BucketedAllReduce::reduce(std::vector<torch::Tensor>& tensors, bool mean) {
-  // ---- pack: consecutive members of one dtype and device, up to bucket_bytes_ each ----------
-  struct Bucket {
-    std::vector<torch::Tensor> members;
-    int64_t bytes = 0;
-    torch::Tensor flat;
+std::vector<std::vector<size_t>> plan_buckets(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes) {
+  struct Open {
+    size_t bucket;
+    int64_t bytes;
   };
-  std::vector<Bucket> buckets;
-  std::vector<size_t> open;  // index in `buckets` of the bucket still filling, per dtype/device
-  auto add = [&](const torch::Tensor& t) {
+  std::vector<std::vector<size_t>> buckets;
+  std::vector<Open> open;  // the bucket still filling, per dtype and device
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& t = tensors[i];
     if (!t.is_floating_point())
       throw std::invalid_argument(std::string("all-reduce: cannot average a tensor of dtype ") +
                                   c10::toString(t.scalar_type()));
     const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
-    for (size_t& b : open) {
-      Bucket& bucket = buckets[b];
-      const auto& first = bucket.members.front();
+    bool placed = false;
+    for (Open& o : open) {
+      const auto& first = tensors[buckets[o.bucket].front()];
       if (first.scalar_type() != t.scalar_type() || first.device() != t.device()) continue;
-      if (bucket.bytes + bytes <= bucket_bytes_) {
-        bucket.members.push_back(t);
-        bucket.bytes += bytes;
-        return;
+      if (o.bytes + bytes <= bucket_bytes) {
+        buckets[o.bucket].push_back(i);
+        o.bytes += bytes;
+      } else {
+        buckets.push_back({i});
+        o = {buckets.size() - 1, bytes};
       }
-      buckets.push_back({{t}, bytes, {}});
-      b = buckets.size() - 1;
-      return;
+      placed = true;
+      break;
     }
-    buckets.push_back({{t}, bytes, {}});
-    open.push_back(buckets.size() - 1);
-  };
-  for (const auto& t : tensors) add(t);
-
-  std::vector<torch::Tensor> flats;
-  flats.reserve(buckets.size());
-  for (auto& bucket : buckets) {
-    if (bucket.members.size() == 1 && bucket.members[0].is_contiguous()) {
-      bucket.flat = bucket.members[0];  // reduced in place, no copy
-    } else {
-      std::vector<torch::Tensor> views;
-      for (const auto& m : bucket.members) views.push_back(m.reshape({-1}));
-      bucket.flat = torch::cat(views);
+    if (!placed) {
+      buckets.push_back({i});
+      open.push_back({buckets.size() - 1, bytes});
     }
-    flats.push_back(bucket.flat);
   }
+  return buckets;
+}
 
-  // ---- reduce -------------------------------------------------------------------------------
+at::Tensor pack_bucket(const std::vector<at::Tensor>& members) {
+  if (members.size() == 1 && members[0].is_contiguous()) return members[0];
+  std::vector<torch::Tensor> views;
+  views.reserve(members.size());
+  for (const auto& m : members) views.push_back(m.reshape({-1}));
+  return torch::cat(views);
+}
+
+void unpack_bucket(at::Tensor& flat, std::vector<at::Tensor>& members, double divisor) {
+  torch::NoGradGuard no_grad;
+  if (divisor != 1.0) flat.div_(divisor);
+  if (flat.is_same(members[0])) return;
+  int64_t offset = 0;
+  for (auto& m : members) {
+    m.copy_(flat.slice(0, offset, offset + m.numel()).view(m.sizes()));
+    offset += m.numel();
+  }
+}
+
+void BucketedAllReduce::reduce(std::vector<torch::Tensor>& tensors, bool mean) {
+  std::vector<std::vector<torch::Tensor>> members;
+  std::vector<torch::Tensor> flats;
+  for (const auto& indices : plan_buckets(tensors, bucket_bytes_)) {
+    members.emplace_back();
+    for (size_t i : indices) members.back().push_back(tensors[i]);
+    flats.push_back(pack_bucket(members.back()));
+  }
   group_.all_reduce_sum(flats);
   collectives_ += static_cast<int64_t>(flats.size());
-
-  // ---- unpack: mean, copied back into the members -------------------------------------------
-  torch::NoGradGuard no_grad;
-  const double world = static_cast<double>(group_.world());
-  for (auto& bucket : buckets) {
-    if (mean) bucket.flat.div_(world);
-    if (bucket.flat.is_same(bucket.members[0])) continue;
-    int64_t offset = 0;
-    for (auto& m : bucket.members) {
-      m.copy_(bucket.flat.slice(0, offset, offset + m.numel()).view(m.sizes()));
-      offset += m.numel();
-    }
-  }
+  const double divisor = mean ? static_cast<double>(group_.world()) : 1.0;
+  for (size_t b = 0; b < flats.size(); ++b) unpack_bucket(flats[b], members[b], divisor);
 }
 
 }  // namespace relora::distributed

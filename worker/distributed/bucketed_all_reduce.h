@@ -21,6 +21,17 @@
 
 namespace relora::distributed {
 
+// Packs tensors, in order, into buckets of one dtype and device of up to `bucket_bytes` each (a
+// tensor that does not fit starts the next): the members' indices, per bucket. Throws
+// std::invalid_argument for a non-floating tensor.
+std::vector<std::vector<size_t>> plan_buckets(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes);
+// A bucket as one flat tensor: its member itself when alone and contiguous (reduced in place, no
+// copy), else a packed copy.
+at::Tensor pack_bucket(const std::vector<at::Tensor>& members);
+// After the reduction: divides the flat bucket by `divisor` (1: a sum) and copies it back into
+// the members, unless it is the member itself.
+void unpack_bucket(at::Tensor& flat, std::vector<at::Tensor>& members, double divisor);
+
 class BucketedAllReduce {
  public:
   static constexpr int64_t kDefaultBucketBytes = int64_t{25} << 20;

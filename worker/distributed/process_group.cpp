@@ -31,7 +31,8 @@ std::vector<uint8_t> bytes_of_string(const std::string& s) { return {s.begin(), 
 class Collective {
  public:
   virtual ~Collective() = default;
-  virtual void all_reduce_sum(std::vector<at::Tensor>& tensors, milliseconds timeout) = 0;
+  // Starts summing `tensor` in place; the returned function waits for it.
+  virtual std::function<void()> start_all_reduce_sum(const at::Tensor& tensor, milliseconds timeout) = 0;
   // Equal splits: `output` and `input` hold world chunks each; chunk r of `input` goes to rank r,
   // and chunk r of `output` comes from rank r.
   virtual void all_to_all(at::Tensor& output, at::Tensor& input, milliseconds timeout) = 0;
@@ -43,22 +44,14 @@ class PgCollective final : public Collective {
  public:
   explicit PgCollective(c10::intrusive_ptr<PG> pg) : pg_(std::move(pg)) {}
 
-  void all_reduce_sum(std::vector<at::Tensor>& tensors, milliseconds timeout) override {
+  std::function<void()> start_all_reduce_sum(const at::Tensor& tensor, milliseconds timeout) override {
     c10d::AllreduceOptions opts;
     opts.reduceOp = c10d::ReduceOp::SUM;
     opts.timeout = timeout;
-    // One argument vector per call (c10d takes one tensor per local device), kept alive until
-    // every work item has completed.
-    std::vector<std::vector<at::Tensor>> args;
-    args.reserve(tensors.size());
-    using WorkPtr = decltype(pg_->allreduce(std::declval<std::vector<at::Tensor>&>(), opts));
-    std::vector<WorkPtr> works;
-    works.reserve(tensors.size());
-    for (auto& t : tensors) {
-      args.push_back({t});
-      works.push_back(pg_->allreduce(args.back(), opts));
-    }
-    for (auto& w : works) w->wait(timeout);
+    // The argument vector (c10d takes one tensor per local device) lives as long as the work.
+    auto args = std::make_shared<std::vector<at::Tensor>>(std::vector<at::Tensor>{tensor});
+    auto work = pg_->allreduce(*args, opts);
+    return [work, args, timeout] { work->wait(timeout); };
   }
 
   void all_to_all(at::Tensor& output, at::Tensor& input, milliseconds timeout) override {
@@ -200,15 +193,29 @@ void DataParallelGroup::fail(const char* what, const std::exception& e) const {
 }
 
 void DataParallelGroup::all_reduce_sum(std::vector<at::Tensor>& tensors) {
-  int64_t bytes = 0;
-  for (const auto& t : tensors) bytes += bytes_of(t);
-  const int64_t w = options_.world;
-  count(CollectiveKind::kAllReduce, static_cast<int64_t>(tensors.size()), bytes, 2 * (w - 1) * bytes / w);
+  // All launched before the first is waited for.
+  std::vector<PendingCollective> pending;
+  pending.reserve(tensors.size());
+  for (const auto& t : tensors) pending.push_back(start_all_reduce_sum(t));
+  for (auto& p : pending) p.wait();
+}
+
+PendingCollective DataParallelGroup::start_all_reduce_sum(const at::Tensor& tensor) {
+  const int64_t bytes = bytes_of(tensor), w = options_.world;
+  count(CollectiveKind::kAllReduce, 1, bytes, 2 * (w - 1) * bytes / w);
+  std::function<void()> wait;
   try {
-    impl_->collective->all_reduce_sum(tensors, options_.collective_timeout);
+    wait = impl_->collective->start_all_reduce_sum(tensor, options_.collective_timeout);
   } catch (const std::exception& e) {
     fail("all-reduce", e);
   }
+  return PendingCollective([this, wait = std::move(wait)] {
+    try {
+      wait();
+    } catch (const std::exception& e) {
+      fail("all-reduce", e);
+    }
+  });
 }
 
 void DataParallelGroup::reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) {

@@ -5,9 +5,10 @@
 // Torch-light on purpose: only ATen's Tensor appears here; c10d, Gloo and NCCL headers stay in
 // process_group.cpp (one slow translation unit instead of every includer).
 //
-// Threading: a group belongs to one rank's training thread. Every method is collective (or
-// store-based) and must be called in the same order on every rank. Several groups, one per rank,
-// may live in one process on separate threads (the tests run a whole world that way).
+// Threading: a group belongs to one rank's training thread (and to the autograd engine's thread
+// that runs its backward while the training thread waits in backward()). Every method is
+// collective (or store-based) and must be called in the same order on every rank. Several groups,
+// one per rank, may live in one process on separate threads (the tests run a whole world that way).
 #pragma once
 
 #include <chrono>
@@ -46,6 +47,24 @@ struct CollectiveTraffic {
   int64_t total_sent_bytes() const;
 };
 
+// A collective started and not yet waited for (DataParallelGroup::start_all_reduce_sum). wait()
+// once before reading its tensor; it throws as the blocking collectives do.
+class PendingCollective {
+ public:
+  PendingCollective() = default;
+  explicit PendingCollective(std::function<void()> wait) : wait_(std::move(wait)) {}
+  void wait() {
+    if (!wait_) return;
+    auto w = std::move(wait_);
+    wait_ = nullptr;
+    w();
+  }
+  bool pending() const { return static_cast<bool>(wait_); }
+
+ private:
+  std::function<void()> wait_;
+};
+
 struct GroupOptions {
   std::string store_host;  // rank 0's host: the assignment's rendezvous_host
   int store_port = 0;      // the assignment's rendezvous_port (rank 0 listens on it)
@@ -81,6 +100,10 @@ class DataParallelGroup {
   // the first is waited for. Results are bit-identical on every rank. Throws std::runtime_error
   // (a peer died, or collective_timeout passed).
   void all_reduce_sum(std::vector<at::Tensor>& tensors);
+  // Starts summing `tensor` in place across the ranks and returns at once: the all-reduce runs in
+  // the backend's own threads (Gloo's; NCCL's stream) while this thread goes on, e.g. with the
+  // backward. Ranks must start their collectives in the same order.
+  PendingCollective start_all_reduce_sum(const at::Tensor& tensor);
 
   // `input` holds world chunks of n elements (chunk r for rank r); `output` (n elements, same
   // dtype and device) receives the sum of every rank's chunk `rank()`. Summed here in rank order

@@ -6,18 +6,26 @@
 
 namespace relora::distributed {
 
+void ReplicatedOptimizer::set_parameters(const std::vector<train::TrainableParameter>& params) {
+  LocalOptimizer::set_parameters(params);
+  std::vector<torch::Tensor> tensors;
+  for (const auto& e : adamw().entries()) tensors.push_back(e.param);
+  sync_.set_parameters(tensors);
+}
+
 double ReplicatedOptimizer::average(std::vector<torch::Tensor>& grads, double local_loss, double& seconds) {
   const auto start = std::chrono::steady_clock::now();
-  // On the gradients' device, so that it shares a bucket with them (NCCL reduces no CPU tensors).
+  // The gradients' device (NCCL reduces no CPU tensors).
   const auto device = grads.empty() ? torch::Device(torch::kCPU) : grads.front().device();
-  const int world = all_reduce_.group().world();
-  grads.push_back(torch::tensor({local_loss, vote_.local_vote()}, torch::kFloat64).to(device));
-  all_reduce_.mean(grads);
-  const auto control = grads.back().cpu();
-  grads.pop_back();
-  vote_.record(control[1].item<double>() * world);
+  const int world = group_.world();
+  sync_.finish();  // the sums the backward started, and any it did not
+  std::vector<torch::Tensor> control = {torch::tensor({local_loss, vote_.local_vote()}, torch::kFloat64).to(device)};
+  group_.all_reduce_sum(control);
+  const auto sums = control[0].cpu();
+  vote_.record(sums[1].item<double>());
+  const double loss = sums[0].item<double>() / world;
   seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return control[0].item<double>();
+  return loss;
 }
 
 }  // namespace relora::distributed

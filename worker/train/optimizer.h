@@ -41,6 +41,11 @@ class Optimizer {
   // no longer listed is dropped (W at the low-rank start).
   virtual void set_parameters(const std::vector<TrainableParameter>& params) = 0;
 
+  // Called before the backward of the step's last micro-batch: an optimizer may start averaging
+  // each gradient as soon as that backward completes it, overlapping communication with the rest
+  // of the backward (the replicated optimizer does). Every rank calls it at the same point.
+  virtual void before_last_backward() {}
+
   // After the backward of the step's micro-batches, with `local_loss` this rank's mean loss: the
   // gradients averaged over the ranks, clipped to `max_norm` (clip_grad_norm_'s rule, folded into
   // the update), one AdamW update at `lr`, and the gradients dropped. Collective.

@@ -236,6 +236,7 @@ Trainer::StepResult Trainer::train_step() {
       std::memcpy(batch_.data_ptr<int64_t>(), tokens.data(), tokens.size() * sizeof(int64_t));
       data_seconds += std::chrono::duration<double>(Clock::now() - data_start).count();
       auto loss = model_->loss(batch_.to(options_.device, /*non_blocking=*/true));
+      if (k == accum - 1) optimizer_->before_last_backward();  // gradient sync may start in this backward
       (loss / static_cast<double>(accum)).backward();
       loss_sum += loss.item<double>();
     }
@@ -370,9 +371,9 @@ TrainSummary Trainer::run() {
                                   spec_.checkpoint().dir() + "/export");
       summary.export_dir = info.dir;
       event("exported merged model (" + std::to_string(info.parameters) + " parameters) to " + info.dir);
-    }
     } else if (options_.export_model && frozen_sharded_) {
       model_->visit_export_state([](const std::string&, const torch::Tensor&) {});  // rank 0's gathers
+    }
   }
   summary.checkpoint = last_checkpoint_;
   summary.peak_rss_bytes = peak_rss_bytes();
