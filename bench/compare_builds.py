@@ -45,12 +45,19 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--only", help="comma-separated CONFIG:WORLD:OPTIMIZER settings (e.g. micro:4:ddp) instead of all")
     args = ap.parse_args()
+    settings = DEFAULT_SETTINGS
+    if args.only:
+        wanted = set(args.only.split(","))
+        settings = [s for s in DEFAULT_SETTINGS if f"{s[0]}:{s[2]}:{'zero1' if s[3] else 'ddp'}" in wanted]
+        if len(settings) != len(wanted):
+            ap.error(f"--only: not every setting of {sorted(wanted)} is one of the defaults")
 
     rows = []
     print("| config | mode | world | optimizer | before tok/s | after tok/s | after / before |")
     print("|---|---|---:|---|---:|---:|---:|")
-    for config, mode, world, shard in DEFAULT_SETTINGS:
+    for config, mode, world, shard in settings:
         before, after = [], []
         for _ in range(args.repeats):
             before.append(run(args.before, config, mode, world, shard, args.steps, args.warmup))
