@@ -39,6 +39,10 @@ struct LocalOptions {
   // --metrics-port-base: Prometheus on the coordinator (base) and worker i (base + 1 + i);
   // 0: ports picked by each process; -1: no metrics (see local_metrics.h).
   int metrics_port_base = 9400;
+  // --linger: how long the coordinator and workers stay up after the job ended, so that
+  // Prometheus scrapes the finished job's final values (they are kept only while the processes
+  // live). 0: stop at once.
+  std::chrono::milliseconds linger{0};
 };
 // Implemented in local.cpp.
 int cmd_local(const GlobalOptions& g, const LocalOptions& opts);

@@ -273,9 +273,17 @@ int cmd_local(const GlobalOptions& g, const LocalOptions& opts) {
   }
   display.finish(job);
 
-  // 5. Summary, shutdown, outcome.
+  // 5. Summary, linger, shutdown, outcome.
   const bool ok = job.state() == relora::v1::JOB_STATE_COMPLETED;
   if (ok || !job.summary_json().empty()) emit_summary(job, workers, opts.summary_json);
+  if (opts.linger.count() > 0) {
+    // The finished job's series live as long as the processes: give Prometheus time to scrape.
+    info << "keeping the cluster up for " << format_timeout(opts.linger.count())
+         << " (--linger) so that its metrics can be scraped" << std::endl;
+    const auto until = std::chrono::steady_clock::now() + opts.linger;
+    while (std::chrono::steady_clock::now() < until && !supervisor.interrupted())
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   cluster.stop(std::chrono::seconds(10));
   if (!ok) {
     const int rc = report_outcome(job);

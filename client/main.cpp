@@ -102,6 +102,11 @@ int main(int argc, char** argv) {
   local->add_option("--startup-timeout", startup_timeout, "How long to wait for the coordinator to listen")
       ->check(DurationValidator())
       ->capture_default_str();
+  std::string linger;  // none by default: the cluster stops when the job ends
+  local->add_option("--linger", linger,
+                    "Keep the coordinator and workers (and their metrics endpoints) up this long after the job "
+                    "ended, so that Prometheus scrapes its final values (Ctrl-C ends it early)")
+      ->check(DurationValidator());
 
   // Parse errors are one line on stderr and exit code 2; --help prints help and exits 0.
   try {
@@ -125,6 +130,7 @@ int main(int argc, char** argv) {
   g.timeout = *parse_duration(timeout);
   if (workers_opt->count() > 0) local_opts.workers = local_workers;
   local_opts.startup_timeout = *parse_duration(startup_timeout);
+  if (!linger.empty()) local_opts.linger = *parse_duration(linger);
 
   try {
     if (!token_file.empty()) {

@@ -84,11 +84,20 @@ void MetricsServer::answer(int client) {
     request.append(buf, static_cast<size_t>(n));
   }
   const bool metrics = request.rfind("GET /metrics", 0) == 0;
+  if (metrics) {
+    std::lock_guard<std::mutex> lock(hook_mu_);
+    if (before_scrape_) before_scrape_();
+  }
   const std::string body = metrics ? prometheus::TextSerializer().Serialize(registry_->Collect())
                                    : "not found: relora serves GET /metrics\n";
   send_all(client, std::string(metrics ? "HTTP/1.0 200 OK\r\n" : "HTTP/1.0 404 Not Found\r\n") +
                        "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
                        "Content-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+}
+
+void MetricsServer::set_before_scrape(std::function<void()> hook) {
+  std::lock_guard<std::mutex> lock(hook_mu_);
+  before_scrape_ = std::move(hook);
 }
 
 std::string metrics_bind_address(int port, bool loopback_only) {

@@ -8,7 +8,9 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -30,6 +32,10 @@ class MetricsServer {
   prometheus::Registry& registry() { return *registry_; }
   std::shared_ptr<prometheus::Registry> shared_registry() { return registry_; }
   int port() const { return port_; }  // the bound port
+  // Runs on the server thread before each /metrics answer is rendered, for values that are
+  // read rather than pushed (a process's resident memory, which changes also while it is idle).
+  // Replaces the previous hook; an empty function removes it.
+  void set_before_scrape(std::function<void()> hook);
 
  private:
   void serve();
@@ -39,6 +45,8 @@ class MetricsServer {
   int listen_fd_ = -1;
   int port_ = 0;
   std::atomic<bool> stop_{false};
+  std::mutex hook_mu_;
+  std::function<void()> before_scrape_;  // GUARDED_BY(hook_mu_)
   std::thread thread_;
 };
 

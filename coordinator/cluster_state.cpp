@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 
 #include "common/elastic.h"
 #include "common/job_spec.h"
@@ -222,8 +223,15 @@ void ClusterState::wake_locked() {
 
 void ClusterState::publish_counts_locked() {
   JobStateCounts jobs;
+  std::vector<JobStateEntry> states;
+  states.reserve(jobs_.size());
   for (const auto& [id, rec] : jobs_) {
-    switch (rec.job.state()) {
+    const JobState state = rec.job.state();
+    const bool finished = is_terminal(state);
+    std::string word = state_word(state);
+    std::transform(word.begin(), word.end(), word.begin(), [](unsigned char c) { return std::tolower(c); });
+    states.push_back({id, std::move(word), finished, rec.job.finished_unix_ms()});
+    switch (state) {
       case relora::v1::JOB_STATE_QUEUED: ++jobs.queued; break;
       case relora::v1::JOB_STATE_RUNNING: ++jobs.running; break;
       case relora::v1::JOB_STATE_COMPLETED: ++jobs.completed; break;
@@ -233,6 +241,7 @@ void ClusterState::publish_counts_locked() {
     }
   }
   metrics_.set_jobs(jobs);
+  metrics_.set_job_states(std::move(states));
   WorkerStateCounts workers;
   for (const auto& [id, w] : workers_) {
     if (w.lost()) ++workers.lost;
@@ -321,7 +330,6 @@ void ClusterState::start_job_locked(JobRecord& job, const std::vector<WorkerReco
 
 void ClusterState::stop_ranks_locked(JobRecord& job, bool cancel_ranks, const std::string& reporter, PumpList& pumps) {
   Job& j = job.job;
-  if (j.state() == relora::v1::JOB_STATE_RUNNING) metrics_.job_stopped_running(j.id());
   job.barrier.reset();
   // Free the gang. worker_ids stays on the record as history of where the job ran.
   for (const auto& wid : j.worker_ids()) {

@@ -158,8 +158,8 @@ class ClusterState {
   void stop_ranks_locked(JobRecord& job, bool cancel_ranks, const std::string& reporter, PumpList& pumps);
   void send_locked(WorkerRecord& worker, const relora::v1::CoordinatorMessage& msg, PumpList& pumps);
   void wake_locked();
-  // Publishes the job and worker counts by state (relora_coordinator_jobs/_workers). Called
-  // wherever a job or worker changes state.
+  // Publishes the job and worker counts by state (relora_coordinator_jobs/_workers) and each
+  // job's state (relora_coordinator_job_state). Called wherever a job or worker changes state.
   void publish_counts_locked();
 
   // cluster_workers.cpp

@@ -6,6 +6,8 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <algorithm>
+#include <set>
 #include <vector>
 
 namespace relora::coordinator {
@@ -133,8 +135,14 @@ void CoordinatorMetrics::init(prometheus::Registry& registry) {
   progress_ = &prometheus::BuildGauge()
                    .Name("relora_coordinator_job_last_progress_timestamp_seconds")
                    .Help("Unix time of the last progress (start, step report, boundary or acknowledgement) "
-                         "the coordinator saw from a running job.")
+                         "the coordinator saw from a job; kept after it ends for the recent finished jobs.")
                    .Register(registry);
+
+  job_state_ = &prometheus::BuildGauge()
+                    .Name("relora_coordinator_job_state")
+                    .Help("1 for each job with its current state (queued, running, completed, failed, "
+                          "cancelled); finished jobs only for the most recent ones.")
+                    .Register(registry);
 }
 
 void CoordinatorMetrics::set_jobs(const JobStateCounts& c) {
@@ -167,12 +175,43 @@ void CoordinatorMetrics::job_progress(const std::string& job_id) {
   g->Set(unix_seconds_now());
 }
 
-void CoordinatorMetrics::job_stopped_running(const std::string& job_id) {
+void CoordinatorMetrics::set_job_states(std::vector<JobStateEntry> jobs) {
+  // Unfinished jobs first, then the finished ones newest first; ties (same millisecond, or 0 for
+  // jobs loaded from an old store) by id, so that the kept set does not flicker between calls.
+  std::sort(jobs.begin(), jobs.end(), [](const JobStateEntry& a, const JobStateEntry& b) {
+    if (a.finished != b.finished) return !a.finished;
+    if (a.finished_unix_ms != b.finished_unix_ms) return a.finished_unix_ms > b.finished_unix_ms;
+    return a.id > b.id;
+  });
+  std::set<std::string> kept;
+  size_t finished_kept = 0;
   std::lock_guard<std::mutex> lk(mu_);
-  auto it = progress_by_job_.find(job_id);
-  if (it == progress_by_job_.end()) return;
-  progress_->Remove(it->second);
-  progress_by_job_.erase(it);
+  for (const JobStateEntry& j : jobs) {
+    if (j.finished && finished_kept++ >= kFinishedJobsKept) break;
+    kept.insert(j.id);
+    auto& [state, gauge] = state_by_job_[j.id];
+    if (gauge != nullptr && state == j.state) continue;
+    if (gauge != nullptr) job_state_->Remove(gauge);
+    state = j.state;
+    gauge = &job_state_->Add({{"job_id", j.id}, {"state", j.state}});
+    gauge->Set(1);
+  }
+  for (auto it = state_by_job_.begin(); it != state_by_job_.end();) {
+    if (kept.count(it->first)) {
+      ++it;
+      continue;
+    }
+    job_state_->Remove(it->second.second);
+    it = state_by_job_.erase(it);
+  }
+  for (auto it = progress_by_job_.begin(); it != progress_by_job_.end();) {
+    if (kept.count(it->first)) {
+      ++it;
+      continue;
+    }
+    progress_->Remove(it->second);
+    it = progress_by_job_.erase(it);
+  }
 }
 
 void CoordinatorMetrics::observe_rpc_duration(const std::string& method, double seconds) {

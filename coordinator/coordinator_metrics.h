@@ -1,6 +1,6 @@
 // The coordinator's Prometheus metrics (docs/observability.md, "Coordinator"): job and worker
-// counts by state, cycle commands and their round trip, heartbeat misses, RPCs, job restarts and
-// the last progress of each running job.
+// counts by state, cycle commands and their round trip, heartbeat misses, RPCs, job restarts, and
+// each job's state and last progress (kept for the most recent finished jobs too).
 //
 // One object per coordinator. With --metrics-port -1 it is built on a private registry that
 // nothing scrapes, so callers never branch on "metrics enabled".
@@ -19,6 +19,7 @@
 #include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace prometheus {
 class Counter;
@@ -35,6 +36,14 @@ struct JobStateCounts {
   int64_t queued = 0, running = 0, completed = 0, failed = 0, cancelled = 0;
 };
 
+// One job as relora_coordinator_job_state sees it.
+struct JobStateEntry {
+  std::string id;
+  std::string state;             // queued, running, completed, failed, cancelled
+  bool finished = false;         // completed, failed or cancelled
+  int64_t finished_unix_ms = 0;  // orders the finished jobs: the newest are kept
+};
+
 struct WorkerStateCounts {
   int64_t idle = 0, busy = 0, lost = 0;
 };
@@ -44,6 +53,13 @@ std::string status_code_name(grpc::StatusCode code);
 
 class CoordinatorMetrics {
  public:
+  // Finished jobs whose state and last-progress series stay after they end, so that a scrape (or
+  // a dashboard) still sees how and when the recent ones ended. Bounded because a coordinator
+  // keeps every job it ever ran in its store: one series per job forever would grow without
+  // limit in Prometheus' index and in every scrape. 20 covers a day of typical use; older jobs
+  // are in `relora list`.
+  static constexpr size_t kFinishedJobsKept = 20;
+
   // Registers every family on `registry`, which must outlive this object. The state gauges start
   // at 0 and the three command kinds at 0, so every documented series exists from the start.
   explicit CoordinatorMetrics(prometheus::Registry& registry);
@@ -70,8 +86,10 @@ class CoordinatorMetrics {
 
   // relora_coordinator_job_last_progress_timestamp_seconds{job_id}: now. Creates the series.
   void job_progress(const std::string& job_id);
-  // The job left RUNNING: its progress series is removed. No-op when there is none.
-  void job_stopped_running(const std::string& job_id);
+  // relora_coordinator_job_state{job_id, state}: 1 for every job not finished and for the
+  // kFinishedJobsKept most recently finished ones (by finished_unix_ms), with its current state.
+  // Every other job loses its state and progress series. Called with all jobs at each change.
+  void set_job_states(std::vector<JobStateEntry> jobs);
 
   // A unary RPC (or one message of a stream: `seconds` >= 0) ended; observe its duration.
   void observe_rpc_duration(const std::string& method, double seconds);
@@ -94,12 +112,15 @@ class CoordinatorMetrics {
   prometheus::Counter* heartbeat_misses_ = nullptr;
   prometheus::Counter* job_restarts_ = nullptr;
   prometheus::Family<prometheus::Gauge>* progress_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* job_state_ = nullptr;
   prometheus::Family<prometheus::Counter>* rpcs_ = nullptr;
   prometheus::Family<prometheus::Histogram>* rpc_duration_ = nullptr;
 
   // Children looked up by label values (Family::Add would build a throw-away Histogram per call).
   std::mutex mu_;
   std::map<std::string, prometheus::Gauge*> progress_by_job_;                        // GUARDED_BY(mu_)
+  // job id -> (state, its series)
+  std::map<std::string, std::pair<std::string, prometheus::Gauge*>> state_by_job_;  // GUARDED_BY(mu_)
   std::map<std::string, prometheus::Counter*> commands_by_kind_;                     // GUARDED_BY(mu_)
   std::map<std::pair<std::string, int>, prometheus::Counter*> rpcs_by_method_code_;  // GUARDED_BY(mu_)
   std::map<std::string, prometheus::Histogram*> rpc_duration_by_method_;            // GUARDED_BY(mu_)

@@ -23,6 +23,7 @@
 #include "common/metrics_server.h"
 #include "common/text_file.h"
 #include "worker/cluster/health_server.h"
+#include "worker/metrics/process_metrics.h"
 #include "worker/metrics/prometheus_train_metrics.h"
 #include "worker/cluster/cluster_worker.h"
 #include "worker/distributed/error_message.h"
@@ -36,7 +37,8 @@
 namespace {
 
 int run_standalone(const std::string& job_path, const std::string& summary_path, bool resume,
-                   relora::MetricsServer* metrics) {
+                   relora::MetricsServer* metrics, relora::metrics::WorkerProcessMetrics* process) {
+  using relora::metrics::WorkerProcessMetrics;
   relora::v1::JobSpec spec;
   try {
     spec = relora::load_job_spec_file(job_path);
@@ -49,18 +51,28 @@ int run_standalone(const std::string& job_path, const std::string& summary_path,
   std::unique_ptr<relora::metrics::PrometheusTrainMetrics> job_metrics;
   if (metrics) {
     job_metrics = std::make_unique<relora::metrics::PrometheusTrainMetrics>(metrics->registry(), spec.name(), 0,
-                                                                           "standalone", "cpu");
+                                                                           "standalone");
     options.metrics = job_metrics.get();
   }
+  if (process) process->set_state(WorkerProcessMetrics::State::kTraining);
   relora::train::TrainSummary summary;
   try {
     relora::train::Trainer trainer(spec, options);
     summary = trainer.run();
   } catch (const std::exception& e) {
+    if (process) {
+      process->job_finished(WorkerProcessMetrics::Outcome::kFailed);
+      process->set_state(WorkerProcessMetrics::State::kIdle);
+    }
     spdlog::error("job '{}' failed: {}", spec.name(), relora::distributed::error_message(e));
     const std::string stack = relora::distributed::error_stack(e);
     if (!stack.empty()) spdlog::debug("C++ stack of the failure:{}", stack);
     return 1;
+  }
+  if (process) {
+    process->job_finished(summary.completed ? WorkerProcessMetrics::Outcome::kCompleted
+                                            : WorkerProcessMetrics::Outcome::kStopped);
+    process->set_state(WorkerProcessMetrics::State::kIdle);
   }
   const auto json = summary.to_json();
   spdlog::info("done: {} steps, {} merges, {} optimizer resets, train loss {:.4f} -> {:.4f}, eval loss {:.4f} "
@@ -250,11 +262,18 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
   std::unique_ptr<relora::MetricsServer> metrics;
+  std::shared_ptr<relora::metrics::WorkerProcessMetrics> process_metrics;
   std::unique_ptr<relora::cluster::HealthServer> health;
   try {
     if (metrics_port >= 0) {
       metrics = std::make_unique<relora::MetricsServer>(relora::metrics_bind_address(metrics_port));
       spdlog::info("metrics: http://127.0.0.1:{}/metrics", metrics->port());
+      // The process series, fresh at every scrape (memory changes while idle too). The hook holds
+      // them, so they live as long as the server that renders them.
+      process_metrics = std::make_shared<relora::metrics::WorkerProcessMetrics>(
+          metrics->shared_registry(), standalone.empty() ? device : "cpu");
+      metrics->set_before_scrape([p = process_metrics] { p->refresh(); });
+      if (!standalone.empty()) process_metrics->set_worker("standalone");
     }
     if (!token_file.empty()) security.token = relora::read_token_file(token_file);
     relora::channel_credentials(security);  // a bad TLS file or flag pair fails here, before any work
@@ -268,7 +287,8 @@ int main(int argc, char** argv) {
   }
   // Process-wide, once: the intra-op threads and the allocator setting every training job here uses.
   if (!standalone.empty() || !coordinator.empty()) relora::train::configure_process(threads);
-  if (!standalone.empty()) return run_standalone(standalone, summary_json, !no_resume, metrics.get());
+  if (!standalone.empty())
+    return run_standalone(standalone, summary_json, !no_resume, metrics.get(), process_metrics.get());
   if (!coordinator.empty()) {
     relora::cluster::ClusterWorkerOptions options;
     options.client.address = coordinator;
@@ -285,6 +305,7 @@ int main(int argc, char** argv) {
     options.collective_timeout = from_seconds(collective_timeout_s);
     options.boundary_timeout = from_seconds(boundary_timeout_s);
     options.metrics_registry = metrics ? &metrics->registry() : nullptr;
+    options.process_metrics = process_metrics.get();
     return run_cluster(std::move(options));
   }
   return run_export(export_ckpt, export_out);

@@ -1,7 +1,7 @@
 // `relora local` with a stand-in coordinator (client_fake_coordinator) and shell-script
 // workers: the summary, --workers overriding cluster.workers, logs per child, failures with
-// log tails, a worker dying mid-job, Ctrl-C, a coordinator that never listens, and no process
-// left behind in any of these.
+// log tails, a worker dying mid-job, Ctrl-C, --linger, a coordinator that never listens, and no
+// process left behind in any of these.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -217,6 +217,28 @@ TEST_F(ClientLocal, CtrlCCancelsAndStopsChildren) {
   const auto r = local.wait();
   EXPECT_EQ(r.exit_code, 130);
   EXPECT_THAT(r.err, HasSubstr("interrupted: cancelling job job-1"));
+  expect_nothing_left(state);
+}
+
+// --linger keeps every child up after the job (their metrics endpoints keep the final values);
+// Ctrl-C ends the linger early and, the job having completed, the exit code stays 0.
+TEST_F(ClientLocal, LingerKeepsTheChildrenUpAfterTheJobUntilCtrlC) {
+  const std::string state = tmp_.file("state");
+  RunningBinary local(relora_cli(),
+                      {"local", job("linger"), "--state-dir", state, "--summary-json", tmp_.file("summary.json"),
+                       "--linger", "10m"},
+                      env(sleeping_worker()));
+  for (int i = 0; i < 1000 && local.out_so_far().find("(--linger)") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_THAT(local.out_so_far(), HasSubstr("keeping the cluster up for 10m00s (--linger)"));
+  EXPECT_TRUE(fs::exists(tmp_.file("summary.json")));  // written before the linger
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_TRUE(alive(coordinator_pid(state)));
+  for (pid_t p : pids(tmp_.file("worker.pids"))) EXPECT_TRUE(alive(p)) << "worker " << p;
+  ::kill(local.pid(), SIGINT);
+  const auto r = local.wait();
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   expect_nothing_left(state);
 }
 

@@ -1,6 +1,7 @@
 // The coordinator's Prometheus endpoint, scraped over a plain HTTP/1.0 socket: every metric of the
 // contract (docs/observability.md) with its label values, the values following a two-rank job
-// through its boundaries, counters that only grow, lost workers, restarts, and no `job` label.
+// through its boundaries, counters that only grow, lost workers, restarts, no `job` label, and
+// finished jobs' state and last progress kept for the most recent kFinishedJobsKept of them.
 #include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -12,6 +13,9 @@
 #include <optional>
 #include <set>
 #include <sstream>
+
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
 
 #include "coordinator/coordinator_metrics.h"
 #include "tests/coordinator/harness.h"
@@ -154,6 +158,7 @@ double rpcs(const Scrape& s, const std::string& method, const std::string& code)
 }
 const char kRoundTrip[] = "relora_coordinator_command_round_trip_seconds_count";
 const char kProgress[] = "relora_coordinator_job_last_progress_timestamp_seconds";
+const char kJobState[] = "relora_coordinator_job_state";
 
 double unix_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -190,6 +195,7 @@ TEST(CoordinatorMetrics, EveryMetricFollowsAJobThroughItsBoundaries) {
   EXPECT_EQ(empty.at("relora_coordinator_job_restarts_total"), 0);
   EXPECT_EQ(empty.at(kRoundTrip), 0);
   EXPECT_TRUE(empty.label_sets(kProgress).empty());
+  EXPECT_TRUE(empty.label_sets(kJobState).empty());
 
   SimWorker a(c.channel(), "host-a", 29501), b(c.channel(), "host-b", 29502);
   a.join();
@@ -207,6 +213,8 @@ TEST(CoordinatorMetrics, EveryMetricFollowsAJobThroughItsBoundaries) {
   EXPECT_EQ(workers(running, "idle"), 0);
   // Set when the job starts, so a job that never reports is still caught by ReloraJobNoProgress.
   EXPECT_GE(running.at(kProgress, {{"job_id", job.id()}}), before_start - 1);
+  EXPECT_EQ(running.at(kJobState, {{"job_id", job.id()}, {"state", "running"}}), 1);
+  EXPECT_EQ(running.label_sets(kJobState).size(), 1u);
   EXPECT_EQ(rpcs(running, "SubmitJob", "OK"), 1);
   EXPECT_EQ(rpcs(running, "Register", "OK"), 2);
   EXPECT_GE(running.at("relora_coordinator_rpc_duration_seconds_count", {{"method", "SubmitJob"}}), 1);
@@ -274,7 +282,11 @@ TEST(CoordinatorMetrics, EveryMetricFollowsAJobThroughItsBoundaries) {
   EXPECT_EQ(jobs(done, "running"), 0);
   EXPECT_EQ(workers(done, "idle"), 2);
   EXPECT_EQ(workers(done, "busy"), 0);
-  EXPECT_TRUE(done.label_sets(kProgress).empty()) << "the series of a finished job stays";
+  // A finished job keeps its last progress (frozen) and its state, now completed, alone.
+  EXPECT_GE(done.at(kProgress, {{"job_id", job.id()}}), merged.at(kProgress, {{"job_id", job.id()}}));
+  EXPECT_LE(done.at(kProgress, {{"job_id", job.id()}}), unix_now() + 1);
+  EXPECT_EQ(done.at(kJobState, {{"job_id", job.id()}, {"state", "completed"}}), 1);
+  EXPECT_EQ(done.label_sets(kJobState).size(), 1u) << done.text();
   EXPECT_EQ(rpcs(done, "SubmitJob", "INVALID_ARGUMENT"), 1);
   EXPECT_EQ(rpcs(done, "GetJob", "NOT_FOUND"), 1);
   EXPECT_GE(rpcs(done, "GetJob", "OK"), 1);
@@ -305,8 +317,10 @@ TEST(CoordinatorMetrics, EveryMetricFollowsAJobThroughItsBoundaries) {
                                           "relora_coordinator_heartbeat_misses_total",
                                           "relora_coordinator_rpcs_total",
                                           "relora_coordinator_rpc_duration_seconds",
-                                          "relora_coordinator_job_restarts_total"};
-  EXPECT_EQ(families, contract);  // the progress gauge is absent with no running job
+                                          "relora_coordinator_job_restarts_total",
+                                          "relora_coordinator_job_last_progress_timestamp_seconds",
+                                          "relora_coordinator_job_state"};
+  EXPECT_EQ(families, contract);
 }
 
 TEST(CoordinatorMetrics, ALostWorkerIsAHeartbeatMissAndLeavesTheLostState) {
@@ -323,7 +337,8 @@ TEST(CoordinatorMetrics, ALostWorkerIsAHeartbeatMissAndLeavesTheLostState) {
   EXPECT_EQ(workers(s, "lost"), 1);
   EXPECT_EQ(workers(s, "idle"), 0);
   EXPECT_EQ(jobs(s, "failed"), 1);
-  EXPECT_TRUE(s.label_sets(kProgress).empty());
+  EXPECT_EQ(s.at(kJobState, {{"job_id", job}, {"state", "failed"}}), 1);
+  EXPECT_EQ(s.label_sets(kProgress).size(), 1u);  // kept after the job failed
   EXPECT_EQ(rpcs(s, "Heartbeat", "OK"), 0);
   EXPECT_EQ(silent.heartbeat().error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(rpcs(Scrape(port), "Heartbeat", "NOT_FOUND"), 1);
@@ -349,7 +364,52 @@ TEST(CoordinatorMetrics, ARunningJobRequeuedByARestartCountsAsARestart) {
   EXPECT_EQ(s.at("relora_coordinator_job_restarts_total"), 1);
   EXPECT_EQ(jobs(s, "queued"), 1);
   EXPECT_EQ(jobs(s, "running"), 0);
-  EXPECT_TRUE(s.label_sets(kProgress).empty());
+  EXPECT_EQ(s.at(kJobState, {{"job_id", job}, {"state", "queued"}}), 1);
+  EXPECT_TRUE(s.label_sets(kProgress).empty());  // progress is not persisted: it starts again with the run
+}
+
+// Many finished jobs: only the newest kFinishedJobsKept keep their series; unfinished ones all do.
+TEST(CoordinatorMetrics, OnlyTheMostRecentFinishedJobsKeepTheirSeries) {
+  prometheus::Registry registry;
+  CoordinatorMetrics m(registry);
+  const size_t kept = CoordinatorMetrics::kFinishedJobsKept;
+  std::vector<JobStateEntry> all;
+  for (size_t i = 0; i < kept + 5; ++i) {
+    const std::string id = "job-" + std::to_string(100 + i);  // finished in this order
+    m.job_progress(id);
+    all.push_back({id, i % 2 ? "failed" : "completed", true, static_cast<int64_t>(1000 + i)});
+  }
+  m.job_progress("job-run");
+  all.push_back({"job-run", "running", false, 0});
+  all.push_back({"job-wait", "queued", false, 0});
+  m.set_job_states(all);
+  auto series = [&](const std::string& name) {
+    std::map<std::string, std::string> by_job;  // job_id -> state label ("" for progress)
+    for (const auto& s : parse(prometheus::TextSerializer().Serialize(registry.Collect())))
+      if (s.name == name) by_job[s.labels.at("job_id")] = s.labels.count("state") ? s.labels.at("state") : "";
+    return by_job;
+  };
+  auto states = series(kJobState);
+  EXPECT_EQ(states.size(), kept + 2);
+  EXPECT_EQ(states["job-run"], "running");
+  EXPECT_EQ(states["job-wait"], "queued");
+  for (size_t i = 0; i < kept + 5; ++i) {
+    const std::string id = "job-" + std::to_string(100 + i);
+    EXPECT_EQ(states.count(id), i >= 5 ? 1u : 0u) << id;  // the 5 oldest are gone
+  }
+  auto progress = series(kProgress);
+  EXPECT_EQ(progress.size(), kept + 1);  // job-wait never started
+  EXPECT_EQ(progress.count("job-100"), 0u);
+  EXPECT_EQ(progress.count("job-124"), 1u);
+  // A state change replaces the job's series.
+  all[kept + 5].state = "completed";
+  all[kept + 5].finished = true;
+  all[kept + 5].finished_unix_ms = 5000;
+  m.set_job_states(all);
+  states = series(kJobState);
+  EXPECT_EQ(states["job-run"], "completed");
+  EXPECT_EQ(states.size(), kept + 1);  // job-wait and the 20 newest finished (job-105 dropped)
+  EXPECT_EQ(states.count("job-105"), 0u);
 }
 
 }  // namespace

@@ -10,8 +10,8 @@ Standard library only. Checks, for every dashboard JSON given:
   * every expression references only metrics of the contract below (histograms only through
     their _bucket/_sum/_count series) and `up`, uses only labels those metrics carry, known
     values of enumerated labels, and only defined template variables;
-  * every worker-metric selector filters on `$job_id` (and, in a dashboard with a worker
-    variable, on `$worker`).
+  * every worker-metric selector filters on `$job_id` when the metric has a job_id (process
+    series do not) and, in a dashboard with a worker variable, on `$worker`.
 Across all inputs: every metric of the contract is used by at least one panel or alert, the metric
 table of the reference doc (--docs) lists exactly the contract, and (--promtool) every dashboard
 expression parses as PromQL (promtool check rules on a generated file).
@@ -30,7 +30,8 @@ import sys
 import tempfile
 
 # --------------------------------------------------------------------------- the contract
-WORKER_LABELS = ("job_id", "rank", "worker")
+WORKER_LABELS = ("job_id", "rank", "worker")   # a job's series on a worker
+PROCESS_LABELS = ("worker",)                   # the worker process's own series (no job)
 COORDINATOR_LABELS = ()
 
 # name -> (type, labels beyond the scrape's `instance` and `job`)
@@ -49,9 +50,9 @@ METRICS = {
     "relora_worker_optimizer_resets_total": ("counter", WORKER_LABELS),
     "relora_worker_trainable_parameters": ("gauge", WORKER_LABELS),
     "relora_worker_parameters": ("gauge", WORKER_LABELS),
-    "relora_worker_resident_memory_bytes": ("gauge", WORKER_LABELS),
-    "relora_worker_resident_memory_peak_bytes": ("gauge", WORKER_LABELS),
-    "relora_worker_memory_limit_bytes": ("gauge", WORKER_LABELS),
+    "relora_worker_resident_memory_bytes": ("gauge", PROCESS_LABELS),
+    "relora_worker_resident_memory_peak_bytes": ("gauge", PROCESS_LABELS),
+    "relora_worker_memory_limit_bytes": ("gauge", PROCESS_LABELS),
     "relora_worker_device_memory_allocated_bytes": ("gauge", WORKER_LABELS),
     "relora_worker_device_memory_reserved_bytes": ("gauge", WORKER_LABELS),
     "relora_worker_device_memory_peak_bytes": ("gauge", WORKER_LABELS),
@@ -63,7 +64,9 @@ METRICS = {
     "relora_worker_checkpoints_total": ("counter", WORKER_LABELS),
     "relora_worker_data_wait_seconds_total": ("counter", WORKER_LABELS),
     "relora_worker_update_effective_rank": ("gauge", WORKER_LABELS + ("layer",)),
-    "relora_worker_info": ("gauge", WORKER_LABELS + ("device", "version")),
+    "relora_worker_info": ("gauge", PROCESS_LABELS + ("device", "version")),
+    "relora_worker_state": ("gauge", PROCESS_LABELS + ("state",)),
+    "relora_worker_jobs_total": ("counter", PROCESS_LABELS + ("outcome",)),
     "relora_coordinator_jobs": ("gauge", ("state",)),
     "relora_coordinator_workers": ("gauge", ("state",)),
     "relora_coordinator_commands_total": ("counter", ("kind",)),
@@ -73,12 +76,16 @@ METRICS = {
     "relora_coordinator_rpc_duration_seconds": ("histogram", ("method",)),
     "relora_coordinator_job_restarts_total": ("counter", COORDINATOR_LABELS),
     "relora_coordinator_job_last_progress_timestamp_seconds": ("gauge", ("job_id",)),
+    "relora_coordinator_job_state": ("gauge", ("job_id", "state")),
 }
 
 # Values an equality matcher may compare an enumerated label with.
 LABEL_VALUES = {
     ("relora_coordinator_jobs", "state"): {"queued", "running", "completed", "failed", "cancelled"},
     ("relora_coordinator_workers", "state"): {"idle", "busy", "lost"},
+    ("relora_coordinator_job_state", "state"): {"queued", "running", "completed", "failed", "cancelled"},
+    ("relora_worker_state", "state"): {"idle", "training"},
+    ("relora_worker_jobs_total", "outcome"): {"completed", "failed", "stopped"},
     ("relora_coordinator_commands_total", "kind"): {"low_rank_start", "cycle_end", "job_end"},
     ("relora_coordinator_rpcs_total", "code"): {
         "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
@@ -173,8 +180,8 @@ def check_expr(expr, where, variables, worker_var):
             if values and op in ("=", "!=") and value not in values:
                 errors.append(f"{where}: '{name}{{{label}{op}\"{value}\"}}': '{value}' is not one of "
                               f"{', '.join(sorted(values))}")
-        if base.startswith("relora_worker_"):
-            need = ["job_id"] + (["worker"] if worker_var else [])
+        if base.startswith("relora_worker_"):  # process series (no job_id) filter on the worker only
+            need = (["job_id"] if "job_id" in labels else []) + (["worker"] if worker_var else [])
             for label in need:
                 if matched.get(label) != ("=~", f"${label}"):
                     errors.append(f"{where}: selector '{name}{{{body}}}' must filter "
@@ -483,15 +490,15 @@ def self_test(dashboards, alerts, docs, promtool):
          mutate_target(lambda e: e.replace("relora_worker_step_duration_seconds_bucket",
                                            "relora_worker_step_duration_seconds"),
                        "relora_worker_step_duration_seconds_bucket"), "a histogram"),
-        ("unknown label",
-         mutate_target(lambda e: e.replace('worker=~"$worker"', 'node=~"$worker"', 1),
-                       "relora_worker_tokens_total"), "has no label 'node'"),
-        ("undefined variable",
-         mutate_target(lambda e: e.replace('"$job_id"', '"$jobid"', 1),
-                       "relora_worker_tokens_total"), "undefined template variable"),
-        ("missing job filter",
-         mutate_target(lambda e: e.replace('job_id=~"$job_id", ', "", 1),
-                       "relora_worker_tokens_total"), "must filter job_id"),
+        ("unknown label", mutate_target(lambda e: e.replace('worker=~"$worker"', 'node=~"$worker"', 1),
+                                        "relora_worker_tokens_total"), "has no label 'node'"),
+        ("undefined variable", mutate_target(lambda e: e.replace('"$job_id"', '"$jobid"', 1),
+                                             "relora_worker_tokens_total"), "undefined template variable"),
+        ("missing job filter", mutate_target(lambda e: e.replace('job_id=~"$job_id", ', "", 1),
+                                             "relora_worker_tokens_total"), "must filter job_id"),
+        ("process series filtered by job", mutate_target(lambda e: e.replace(
+            'bytes{worker=~', 'bytes{job_id=~"$job_id", worker=~', 1), "relora_worker_resident_memory_bytes"),
+         "'relora_worker_resident_memory_bytes' has no label 'job_id'"),
         ("metric used nowhere", drop_metric("relora_worker_update_effective_rank"),
          "relora_worker_update_effective_rank is used by no"),
     ]

@@ -15,20 +15,22 @@ DOCS = os.path.join(os.path.abspath(os.path.join(os.path.dirname(os.path.abspath
 
 def read_contract(path=DOCS):
     """{metric: (process, type, unit, labels)} from the metric tables of the reference doc.
-    Worker metrics carry job_id, rank and worker besides the table's extra labels."""
+    A worker's job series (section "Worker job series") carry job_id, rank and worker besides
+    the table's extra labels, its process series (section "Worker process series") worker."""
     contract = {}
     section = None
+    implied = {"worker job series": ("worker", {"job_id", "rank", "worker"}),
+               "worker process series": ("worker", {"worker"}),
+               "coordinator": ("coordinator", set())}
     for line in open(path, encoding="utf-8"):
-        if line.startswith("### "):
-            section = line[4:].strip().lower()
+        if line.startswith("#"):  # any heading ends a metric table's section
+            section = line.lstrip("#").strip().lower()
         m = re.match(r"\|\s*`(relora_[a-z0-9_]+)`\s*\|([^|]*)\|([^|]*)\|([^|]*)\|", line)
-        if not m or section not in ("worker", "coordinator"):
+        if not m or section not in implied:
             continue
         name, kind, unit, labels = (g.strip() for g in m.groups())
-        labels = set(re.findall(r"`([a-z_]+)`", labels))
-        if section == "worker":
-            labels |= {"job_id", "rank", "worker"}
-        contract[name] = (section, kind, unit, labels)
+        process, always = implied[section]
+        contract[name] = (process, kind, unit, set(re.findall(r"`([a-z_]+)`", labels)) | always)
     return contract
 
 

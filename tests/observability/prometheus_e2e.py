@@ -7,7 +7,11 @@ Covers the Observability issue's acceptance:
     a merge and a checkpoint;
   * Prometheus (Debian's `prometheus`, 2.42) scrapes the coordinator and both workers, and every
     query of every dashboard panel, template variable and annotation in dashboards/*.json returns
-    at least one series through its HTTP API while the job runs.
+    at least one series through its HTTP API while the job runs;
+  * after the job completed (`relora local --linger` keeps the processes up), every worker still
+    serves its process series (idle) and the job's final values, equal to the run summary's, the
+    coordinator the job's state (completed) and last progress, and the dashboards' *Final
+    evaluation* query returns the summary's final eval loss through Prometheus.
 
 The training text is the e2e tests' synthetic text (tests/e2e/synthetic_text.py), so the test
 runs in every clone. Standard library only. Environment: RELORA_BUILD_DIR (the build tree),
@@ -19,6 +23,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,13 +51,17 @@ DASHBOARDS = [os.path.join(SOURCE, "dashboards", f)
 
 # The job: a tiny model (fast steps) with a short warm start and short cycles, so that evals,
 # merges and checkpoints come every few seconds, and enough steps that the job is still running
-# (its worker series exist only while it runs) when the dashboard queries are evaluated.
+# when the dashboard queries are evaluated (some panels, like rates, need a live job).
 STEPS = 1010
 MICRO_BATCH, SEQ_LEN, GRAD_ACCUM = 8, 64, 1
 TOKENS_PER_STEP_PER_RANK = MICRO_BATCH * SEQ_LEN * GRAD_ACCUM
 WARM_START, CYCLE = 10, 25          # low-rank start at 10, merges at 35, 60, 85, ... (40 cycles)
 EVAL_EVERY, CHECKPOINT_EVERY = 20, 50
 LR = 0.003
+# How long `relora local` keeps the cluster up after the job: the checks after completion take a
+# few seconds, then the test ends the linger early with SIGINT (exit code still 0); the rest is
+# margin for a slow machine.
+LINGER_S = 120
 
 # Grafana's built-in interval variables, as Grafana would fill them for a short time range with
 # the 1 s scrape interval used here (rate windows must cover at least two scrapes).
@@ -318,7 +327,7 @@ scrape_configs:
             trainable, params = s.value("relora_worker_trainable_parameters"), s.value("relora_worker_parameters")
             if trainable is not None and params is not None and not 0 < trainable <= params:
                 problems.append(f"parameters: trainable {trainable} of {params}")
-            ranks = {dict(fl).get("rank") for (n, fl) in s.samples if n.startswith("relora_worker_")}
+            ranks = {dict(fl)["rank"] for (n, fl) in s.samples if n.startswith("relora_worker_") and "rank" in dict(fl)}
             if len(ranks) > 1 or not ranks <= {str(r) for r in range(self.workers)}:
                 problems.append(f"{process}: rank labels {sorted(ranks)} (one rank per worker, 0..{self.workers - 1})")
         return problems
@@ -376,7 +385,8 @@ scrape_configs:
         self.job_started = time.time()
         self.local = self.start("relora-local", [
             RELORA, "local", job, "--workers", str(self.workers), "--metrics-port-base", str(self.base),
-            "--state-dir", os.path.join(self.root, "state"), "--summary-json", summary_path])
+            "--state-dir", os.path.join(self.root, "state"), "--summary-json", summary_path,
+            "--linger", f"{LINGER_S}s"])
 
         # 1. Direct scrapes: the whole contract on each process once the job has evaluated and
         #    merged once (eval loss and effective rank exist from then on) ...
@@ -475,17 +485,96 @@ scrape_configs:
               f"{time.time() - self.job_started:.0f} s after the start", flush=True)
         self.assertGreater(ran, 60)
 
-        # 3. The job finishes normally.
+        # 3. The job completes; `relora local` writes the summary, then lingers with every process up.
+        deadline = self.job_started + 540
+        while not os.path.exists(summary_path) or os.path.getsize(summary_path) == 0:
+            if self.local.poll() is not None:
+                self.fail(f"relora local exited ({self.local.returncode}) without a summary\n" + self.diagnostics())
+            if time.time() > deadline:
+                self.fail("the job did not complete in time\n" + self.diagnostics())
+            time.sleep(0.5)
+        time.sleep(0.5)  # the summary is written in one go, but let the writer finish
+        summary = json.load(open(summary_path))
+        self.assertTrue(summary.get("completed"), summary)
+        failures += self.finished_job_problems(summary, first)
+        self.local_running("the cluster must still be up (--linger) after the checks of the finished job\n")
+
+        # 4. Ctrl-C ends the linger; the job completed, so relora local still exits 0.
+        self.local.send_signal(signal.SIGINT)
         try:
-            rc = self.local.wait(timeout=max(30, 570 - (time.time() - self.job_started)))
+            rc = self.local.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.fail("relora local did not finish\n" + self.diagnostics())
         if failures:
             self.fail(f"{len(failures)} problems ({ran} dashboard queries run):\n" + "\n".join(failures))
         self.assertEqual(rc, 0, self.diagnostics())
-        summary = json.load(open(summary_path))
         self.assertEqual(summary["workers"], self.workers)
         self.assertEqual(summary["steps"], STEPS)
+
+    def finished_job_problems(self, summary, running_scrapes):
+        """What the endpoints lack after the job completed: on every worker the contract's process
+        series (idle) and the job's series with its final values (the summary's), on the
+        coordinator the job's state and last progress; through Prometheus, the Final evaluation
+        panel's value."""
+        job_ids = {lbl["job_id"] for proc, s in running_scrapes.items() if proc != "coordinator"
+                   for lbl, _ in s.series("relora_worker_step")}
+        if len(job_ids) != 1:
+            return [f"job ids of the running job's series: {sorted(job_ids)} (expected one)"]
+        job_id = job_ids.pop()
+        loss = summary["eval_loss"]
+        close = lambda v: v is not None and abs(v - loss) <= 1e-9 * max(1.0, abs(loss))  # noqa: E731
+        # The coordinator completes the job on rank 0's report; the other ranks report a moment
+        # later, so their scrapes get a few seconds to settle.
+        deadline = time.time() + 15
+        while True:
+            problems = []
+            for proc, s in sorted(self.scrape_all().items()):
+                # The whole contract, as while the job ran (types, labels, units, values) ...
+                problems += [f"after the job, {proc}: {p}" for p in self.contract_problems(proc, s)]
+                # ... and the finished job's values.
+                if proc == "coordinator":
+                    want = {("relora_coordinator_job_state", (("job_id", job_id), ("state", "completed"))): 1}
+                    progress = s.value("relora_coordinator_job_last_progress_timestamp_seconds", job_id=job_id)
+                    if progress is None or not self.job_started <= progress <= s.when + 1:
+                        problems.append(f"after the job, coordinator: last progress of {job_id} = {progress}")
+                else:
+                    j = (("job_id", job_id),)
+                    want = {("relora_worker_state", (("state", "idle"),)): 1,
+                            ("relora_worker_state", (("state", "training"),)): 0,
+                            ("relora_worker_jobs_total", (("outcome", "completed"),)): 1,
+                            ("relora_worker_jobs_total", (("outcome", "failed"),)): 0,
+                            ("relora_worker_step", j): STEPS,
+                            ("relora_worker_total_steps", j): STEPS,
+                            ("relora_worker_step_duration_seconds_count", j): STEPS,
+                            ("relora_worker_tokens_total", j): STEPS * TOKENS_PER_STEP_PER_RANK,
+                            ("relora_worker_merges_total", j): summary["merges"],
+                            ("relora_worker_optimizer_resets_total", j): summary["optimizer_resets"],
+                            ("relora_worker_eval_perplexity", j): summary["eval_perplexity"]}
+                    # The final evaluation is the job's last one: the summary's, on every rank.
+                    if not close(s.value("relora_worker_eval_loss", job_id=job_id)):
+                        problems.append(f"after the job, {proc}: relora_worker_eval_loss = "
+                                        f"{s.value('relora_worker_eval_loss', job_id=job_id)}, the summary's is {loss}")
+                for (name, labels), expected in want.items():
+                    got = s.value(name, **dict(labels))
+                    if got is None or abs(got - expected) > 1e-9 * max(1.0, abs(expected)):
+                        problems.append(f"after the job, {proc}: {name}{dict(labels)} = {got}, expected {expected}")
+            if not problems or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        # Through Prometheus: the dashboards' Final evaluation query, once it has scraped the end.
+        finals = [e for path in DASHBOARDS for w, e in dashboard_queries(path)[2] if "'Final evaluation' A" in w]
+        if not finals:
+            return problems + ["no dashboard has a 'Final evaluation' panel"]
+        expr = substitute(finals[0], dict(GRAFANA_INTERVALS, job_id=regex_alternation([job_id]), worker=".*"))
+        deadline = time.time() + 15
+        while not close(next((float(r["value"][1]) for r in self.query(expr)), None)):
+            if time.time() > deadline:
+                problems.append(f"Final evaluation panel: {expr} = {self.query(expr)}, "
+                                f"the summary's eval loss is {loss}")
+                break
+            time.sleep(0.5)
+        return problems
+
 
 def main():
     suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])

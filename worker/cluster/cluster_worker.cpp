@@ -12,6 +12,7 @@
 #include "worker/distributed/error_message.h"
 #include "worker/distributed/group_data_parallel.h"
 #include "worker/distributed/process_group.h"
+#include "worker/metrics/process_metrics.h"
 #include "worker/metrics/prometheus_train_metrics.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/trainer.h"
@@ -134,6 +135,9 @@ void ClusterWorker::on_message(const CoordinatorMessage& msg) {
 }
 
 void ClusterWorker::on_connected() {
+  // The id is known from the first registration on (the process series appear then) and changes
+  // when the coordinator forgot this worker.
+  if (options_.process_metrics) options_.process_metrics->set_worker(client_->worker_id());
   std::lock_guard<std::mutex> lock(mu_);
   if (active_)
     active_->resend_pending();
@@ -156,6 +160,7 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
   }
   spdlog::info("job {} ({}): rank {} of {}", job, a.spec().name(), rank, world);
 
+  if (options_.process_metrics) options_.process_metrics->set_state(metrics::WorkerProcessMetrics::State::kTraining);
   bool ok = false;
   // Whether a failure is the run's (a lost peer, a collective, a device error: a restart from the
   // checkpoint may succeed) rather than the input's (spec, data files: it would fail again).
@@ -175,12 +180,15 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
     topts.controller = &controller;
     topts.device = torch::Device(options_.device);
     reporter.install(topts);
-    std::unique_ptr<metrics::PrometheusTrainMetrics> job_metrics;
+    // The previous job's series go first: a restarted job comes back with the same labels, and
+    // its counters start again from 0 (Prometheus counts that as a counter reset).
+    last_job_metrics_.reset();
     if (options_.metrics_registry) {
-      job_metrics = std::make_unique<metrics::PrometheusTrainMetrics>(*options_.metrics_registry, job, rank,
-                                                                     worker_id(), options_.device);
-      topts.metrics = job_metrics.get();
+      last_job_metrics_ =
+          std::make_unique<metrics::PrometheusTrainMetrics>(*options_.metrics_registry, job, rank, worker_id());
+      topts.metrics = last_job_metrics_.get();
     }
+    metrics::PrometheusTrainMetrics* job_metrics = last_job_metrics_.get();
     // Declared before the trainer, which uses them: destroyed after it.
     std::unique_ptr<DataParallelGroup> group;
     std::unique_ptr<distributed::GroupDataParallel> parallel;
@@ -197,7 +205,7 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
       g.collective_timeout = options_.collective_timeout;
       group = std::make_unique<DataParallelGroup>(g);
       if (job_metrics) {
-        group->set_traffic_observer([m = job_metrics.get()](CollectiveKind kind, int64_t bytes, int64_t sent) {
+        group->set_traffic_observer([m = job_metrics](CollectiveKind kind, int64_t bytes, int64_t sent) {
           m->collective_sent(collective_kind_name(kind), bytes, sent);
         });
       }
@@ -234,6 +242,11 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
     // which must not look like a repeat of the run still active here.
     std::lock_guard<std::mutex> lock(mu_);
     active_ = nullptr;
+  }
+  if (auto* p = options_.process_metrics) {
+    using Outcome = metrics::WorkerProcessMetrics::Outcome;
+    p->job_finished(ok ? Outcome::kCompleted : controller.stopping() ? Outcome::kStopped : Outcome::kFailed);
+    p->set_state(metrics::WorkerProcessMetrics::State::kIdle);
   }
   auto finished = reporter.finished(ok, error, summary_json, retryable && !ok);
   {

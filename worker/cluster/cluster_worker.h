@@ -59,6 +59,11 @@ namespace prometheus {
 class Registry;
 }
 
+namespace relora::metrics {
+class PrometheusTrainMetrics;
+class WorkerProcessMetrics;
+}  // namespace relora::metrics
+
 namespace relora::cluster {
 
 class RemoteCycleController;
@@ -81,7 +86,11 @@ struct ClusterWorkerOptions {
   // One gradient all-reduce, or one reduce-scatter / all-gather bucket of a sharded optimizer.
   int64_t bucket_bytes = int64_t{25} << 20;
   // Each job's Prometheus series (labels job_id, rank, worker) go here; nullptr: no metrics.
+  // They stay, with the job's final values, until the next job starts here.
   prometheus::Registry* metrics_registry = nullptr;
+  // The process's series (info, state, memory, jobs run); nullptr: none. Gets the worker id at
+  // each (re)registration; must outlive the ClusterWorker.
+  metrics::WorkerProcessMetrics* process_metrics = nullptr;
   // Where jobs may read and write (common/path_roots.h); empty: anywhere.
   PathRoots roots;
 };
@@ -112,6 +121,9 @@ class ClusterWorker {
   // Constant after construction.
   const ClusterWorkerOptions options_;
   std::unique_ptr<CoordinatorClient> client_;
+  // The last job's series, kept after it ended so that its final values can still be scraped;
+  // replaced when the next job starts. Only run_assignment() (the run() thread) touches it.
+  std::unique_ptr<metrics::PrometheusTrainMetrics> last_job_metrics_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

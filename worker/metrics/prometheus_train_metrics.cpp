@@ -1,7 +1,6 @@
 #include "worker/metrics/prometheus_train_metrics.h"
 
 #include <chrono>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <string>
@@ -28,26 +27,6 @@ double unix_seconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// The memory a worker may use: its cgroup's limit when it has one (containers), else physical RAM.
-double memory_limit_bytes() {
-  std::ifstream cgroup("/sys/fs/cgroup/memory.max");
-  std::string value;
-  if (cgroup >> value && value != "max") {
-    try {
-      return std::stod(value);
-    } catch (const std::exception&) {
-    }
-  }
-  std::ifstream meminfo("/proc/meminfo");
-  std::string key;
-  double kb = 0;
-  while (meminfo >> key >> kb) {
-    if (key == "MemTotal:") return kb * 1024.0;
-    meminfo.ignore(256, '\n');
-  }
-  return 0;
-}
-
 Histogram::BucketBoundaries exponential(double start, double factor, int count) {
   Histogram::BucketBoundaries b;
   for (double v = start; count-- > 0; v *= factor) b.push_back(v);
@@ -57,7 +36,8 @@ Histogram::BucketBoundaries exponential(double start, double factor, int count) 
 }  // namespace
 
 // Each family is registered once per registry (prometheus-cpp returns the existing family for a
-// repeated name); the children below carry this job's labels and are removed in the destructor.
+// repeated name); the children below carry this job's labels and are removed in the destructor,
+// which the owner calls when the next job starts (so the finished job's values stay scrapeable).
 struct PrometheusTrainMetrics::Series {
   prometheus::Registry& registry;
   Labels labels;
@@ -97,8 +77,7 @@ struct PrometheusTrainMetrics::Series {
   Counter* tokens = nullptr;
   Histogram* step_duration = nullptr;
   Gauge *step = nullptr, *total_steps = nullptr, *last_step = nullptr, *train_loss = nullptr, *lr = nullptr,
-        *cycle = nullptr, *trainable = nullptr, *parameters = nullptr, *rss = nullptr, *rss_peak = nullptr,
-        *memory_limit = nullptr, *mfu = nullptr;
+        *cycle = nullptr, *trainable = nullptr, *parameters = nullptr, *mfu = nullptr;
   Gauge *eval_loss = nullptr, *eval_perplexity = nullptr;  // created at the first evaluation
   Gauge *device_allocated = nullptr, *device_reserved = nullptr, *device_peak = nullptr;  // GPU workers only
   Counter *merges = nullptr, *resets = nullptr, *checkpoints = nullptr, *data_wait = nullptr;
@@ -109,7 +88,7 @@ struct PrometheusTrainMetrics::Series {
 };
 
 PrometheusTrainMetrics::PrometheusTrainMetrics(prometheus::Registry& registry, const std::string& job_id, int rank,
-                                               const std::string& worker, const std::string& device)
+                                               const std::string& worker)
     : s_(std::make_unique<Series>(registry, Labels{{"job_id", job_id}, {"rank", std::to_string(rank)},
                                                    {"worker", worker}})) {
   auto& s = *s_;
@@ -126,9 +105,6 @@ PrometheusTrainMetrics::PrometheusTrainMetrics(prometheus::Registry& registry, c
   s.resets = &s.counter("relora_worker_optimizer_resets_total", "Optimizer state resets applied.");
   s.trainable = &s.gauge("relora_worker_trainable_parameters", "Parameters that receive gradients now.");
   s.parameters = &s.gauge("relora_worker_parameters", "Parameters of the model as exported (W, not A and B).");
-  s.rss = &s.gauge("relora_worker_resident_memory_bytes", "Resident memory of the worker process.");
-  s.rss_peak = &s.gauge("relora_worker_resident_memory_peak_bytes", "Peak resident memory of the worker process.");
-  s.memory_limit = &s.gauge("relora_worker_memory_limit_bytes", "Memory limit: the cgroup's, else physical RAM.");
   s.mfu = &s.gauge("relora_worker_model_flops_utilization",
                    "Model FLOPs utilisation (0-1): tokens/s x full-rank FLOPs per token / measured peak.");
   s.allreduce_duration = &s.histogram("relora_worker_allreduce_duration_seconds",
@@ -139,10 +115,6 @@ PrometheusTrainMetrics::PrometheusTrainMetrics(prometheus::Registry& registry, c
                                        "Wall time to commit one checkpoint.", exponential(0.05, 2, 14));
   s.checkpoints = &s.counter("relora_worker_checkpoints_total", "Checkpoints committed.");
   s.data_wait = &s.counter("relora_worker_data_wait_seconds_total", "Time steps waited for their batches.");
-  s.gauge("relora_worker_info", "Constant 1, labelled with the device and version.",
-          {{"device", device}, {"version", "0.1.0"}})
-      .Set(1);
-  s.memory_limit->Set(memory_limit_bytes());
   // Never 0: a stalled-job alert compares it with the current time.
   s.last_step->Set(unix_seconds());
 }
@@ -168,8 +140,6 @@ void PrometheusTrainMetrics::step_done(const train::StepReport& r, double data_w
   s.train_loss->Set(r.loss);
   s.lr->Set(r.lr);
   s.cycle->Set(static_cast<double>(r.cycle));
-  s.rss->Set(static_cast<double>(train::current_rss_bytes()));
-  s.rss_peak->Set(static_cast<double>(train::peak_rss_bytes()));
   s.data_wait->Increment(data_wait_seconds);
   if (r.device_allocated_bytes >= 0) {
     if (!s.device_allocated) {

@@ -1,6 +1,10 @@
-// The worker's Prometheus metrics (names and meanings: docs/observability.md). One instance per
-// job run on this worker; its series carry job_id, rank and worker labels and are removed when
-// the instance is destroyed, so a worker that moves on to another job exports only the new one.
+// A job's Prometheus series on one worker (names and meanings: docs/observability.md, "Worker
+// job series"). One instance per job run on this worker; its series carry job_id, rank and worker
+// labels and are removed when the instance is destroyed. The owner keeps the instance after the
+// job ends and destroys it just before the next job's is made, so the finished job's final
+// values (eval loss, steps, merges, tokens) stay scrapeable while the worker is idle, and a worker
+// exports one job's series at a time. The process's own series (info, state, memory) are
+// WorkerProcessMetrics' (process_metrics.h).
 #pragma once
 
 #include <chrono>
@@ -16,7 +20,7 @@ namespace relora::metrics {
 class PrometheusTrainMetrics : public train::TrainMetrics {
  public:
   PrometheusTrainMetrics(prometheus::Registry& registry, const std::string& job_id, int rank,
-                         const std::string& worker, const std::string& device);
+                         const std::string& worker);
   ~PrometheusTrainMetrics() override;
 
   void job_started(const train::TrainStaticInfo& info) override;
