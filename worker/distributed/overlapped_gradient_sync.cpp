@@ -94,10 +94,14 @@ void OverlappedGradientSync::start(Bucket& bucket) {
   bucket.started = true;
 }
 
-void OverlappedGradientSync::finish() {
+void OverlappedGradientSync::start_remaining() {
   armed_ = false;
   for (auto& b : buckets_)
     if (!b.started) start(b);
+}
+
+void OverlappedGradientSync::finish() {
+  start_remaining();
   const double world = static_cast<double>(group_.world());
   for (auto& b : buckets_) {
     b.sum.wait();

@@ -40,8 +40,11 @@ class OverlappedGradientSync {
   void set_parameters(const std::vector<torch::Tensor>& params);
   // The next backward is the step's last: start each bucket's sum once its gradients are complete.
   void arm();
-  // Starts what the backward did not, waits for every bucket and leaves each parameter's .grad
-  // holding the mean over the ranks (a missing gradient counts as zeros). Collective.
+  // Starts the buckets the backward did not (in bucket order). Collective. Another collective
+  // started after it (the step's control all-reduce) then runs alongside the buckets' sums.
+  void start_remaining();
+  // start_remaining(), then waits for every bucket and leaves each parameter's .grad holding the
+  // mean over the ranks (a missing gradient counts as zeros). Collective.
   void finish();
 
   // Buckets whose all-reduce started during the backward, and all buckets, at the last finish().
