@@ -45,8 +45,14 @@ ClusterState::ClusterState(JobStore& store, ClusterOptions options, CoordinatorM
     rec.job = std::move(job);
     rec.last_seq = store_.last_event_seq(id);
     job_order_.push_back(id);
-    if (rec.job.state() == relora::v1::JOB_STATE_RUNNING) {
-      // Its workers' streams died with the previous coordinator and they cannot be matched to
+    const Job& j = rec.job;
+    const bool adoptable = j.run() > 0 && j.world_size() > 0 && j.worker_ids_size() == j.world_size() &&
+                           options_.reattach_timeout.count() > 0;
+    if (j.state() == relora::v1::JOB_STATE_RUNNING && adoptable) {
+      // Its ranks train on without us; they tell us so when they register again.
+      begin_adoption_locked(rec);
+    } else if (j.state() == relora::v1::JOB_STATE_RUNNING) {
+      // A store without run numbers (written before schema 2): its ranks cannot be matched to
       // new registrations. The trainer resumes from checkpoint.dir by itself, so queue it again
       // rather than failing work that can continue.
       rec.job.set_state(relora::v1::JOB_STATE_QUEUED);
@@ -62,6 +68,7 @@ ClusterState::ClusterState(JobStore& store, ClusterOptions options, CoordinatorM
   }
   publish_counts_locked();
   spdlog::info("job store {}: {} jobs, {} queued", store_.path(), jobs_.size(), queue_.size());
+  wake_locked();  // adoption deadlines
 }
 
 ClusterState::~ClusterState() = default;
@@ -257,12 +264,29 @@ void ClusterState::send_locked(WorkerRecord& worker, const relora::v1::Coordinat
   pumps.add(worker.link);
 }
 
+void ClusterState::send_to_ranks_locked(JobRecord& job, const relora::v1::CoordinatorMessage& msg, PumpList& pumps) {
+  for (const auto& wid : job.job.worker_ids()) {
+    WorkerRecord* w = find_worker_locked(wid);
+    if (w != nullptr && w->info.job_id() == job.job.id()) send_locked(*w, msg, pumps);
+  }
+}
+
 void ClusterState::schedule_locked(PumpList& pumps) {
   while (!queue_.empty()) {
     JobRecord& job = jobs_.at(queue_.front());
     std::vector<WorkerRecord*> free;
     for (auto& [id, w] : workers_)
       if (w.free()) free.push_back(&w);
+    if (job.regroup_world > 0) {
+      // Regrouping: wait for the previous run's ranks to wind down (rank 0 is writing the
+      // checkpoint the next run starts from) unless they are lost meanwhile.
+      int coming = 0;
+      for (const auto& [id, w] : workers_)
+        if (!w.lost() && w.draining_job == job.job.id()) ++coming;
+      const int needed = std::min<int>(job.regroup_world, static_cast<int>(free.size()) + coming);
+      if (static_cast<int>(free.size()) < needed) return;
+      job.regroup_world = 0;
+    }
     // Strict FIFO: when the head job cannot start on the free workers (cluster.workers of them,
     // or at least cluster.min_workers for a restart of an elastic job), every job behind it waits
     // too, even one that would fit. Simple and starvation-free for big gangs; the cost is idle workers
@@ -292,8 +316,10 @@ void ClusterState::start_job_locked(JobRecord& job, const std::vector<WorkerReco
   if (j.started_unix_ms() == 0) j.set_started_unix_ms(unix_ms_now());
   j.clear_worker_ids();
   j.set_world_size(world);
+  j.set_run(j.run() + 1);
   job.barrier = std::make_unique<CycleBarrier>(j.id(), run_spec);
   job.started_event = false;
+  job.adopting = false;
   std::string ranks;
   for (int32_t r = 0; r < world; ++r) {
     WorkerRecord& w = *gang[r];
@@ -310,7 +336,7 @@ void ClusterState::start_job_locked(JobRecord& job, const std::vector<WorkerReco
               " workers (elastic), grad_accum_steps " + std::to_string(run_spec.training().grad_accum_steps()) +
               " per rank keeps the global batch";
   add_event_locked(job, j.progress().step(), -1, "scheduled",
-                   "ranks " + ranks + "; rendezvous at " + rendezvous + elastic);
+                   "run " + std::to_string(j.run()) + ": ranks " + ranks + "; rendezvous at " + rendezvous + elastic);
   persist_locked(job);
   metrics_.job_progress(j.id());  // the no-progress clock starts now
   publish_counts_locked();
@@ -324,6 +350,7 @@ void ClusterState::start_job_locked(JobRecord& job, const std::vector<WorkerReco
     a->set_world_size(world);
     a->set_rendezvous_host(root.info.host());
     a->set_rendezvous_port(root.rendezvous_port);
+    a->set_run(j.run());
     send_locked(*gang[r], msg, pumps);
   }
 }
@@ -331,6 +358,7 @@ void ClusterState::start_job_locked(JobRecord& job, const std::vector<WorkerReco
 void ClusterState::stop_ranks_locked(JobRecord& job, bool cancel_ranks, const std::string& reporter, PumpList& pumps) {
   Job& j = job.job;
   job.barrier.reset();
+  job.adopting = false;
   // Free the gang. worker_ids stays on the record as history of where the job ran.
   for (const auto& wid : j.worker_ids()) {
     WorkerRecord* w = find_worker_locked(wid);
@@ -417,6 +445,7 @@ void ClusterState::run_background() {
     PumpList pumps;
     check_workers_locked(now, pumps);
     auto next = flush_due_watches_locked(now, pumps);
+    next = std::min(next, check_adoptions_locked(now, pumps));
     // Wake up at the earliest heartbeat deadline (and at least every second, as a safety net).
     next = std::min(next, now + std::chrono::seconds(1));
     for (const auto& [id, w] : workers_) {

@@ -58,12 +58,19 @@ struct ClusterOptions {
   std::chrono::milliseconds heartbeat_timeout{5000};
   // Coalescing of WatchJob updates: at most one per interval per watcher (~5/s).
   std::chrono::milliseconds watch_interval{200};
+  // After a restart, how long a run that was RUNNING waits for all of its ranks to report back
+  // (Register with running_job_id) before the job is requeued to resume from its checkpoint.
+  // 0: never adopt (requeue at once, as coordinators before schema 2 did).
+  std::chrono::milliseconds reattach_timeout{std::chrono::seconds(60)};
 };
 
 class ClusterState {
  public:
-  // Loads every job from `store`. Jobs that were RUNNING when the previous coordinator stopped are
-  // queued again (at their original place in the FIFO) to resume from their checkpoint.
+  // Loads every job from `store`. A job that was RUNNING when the previous coordinator stopped
+  // stays RUNNING while its ranks, which train on meanwhile, report back (Register with
+  // running_job_id): once all have, the run is adopted as it stands. If they do not all come back
+  // within reattach_timeout (or the store predates run numbers), it is queued again at the front
+  // to resume from its checkpoint.
   // `metrics` is updated at every state change (under mu_) and must outlive this object.
   ClusterState(JobStore& store, ClusterOptions options, CoordinatorMetrics& metrics);
   ~ClusterState();
@@ -127,6 +134,12 @@ class ClusterState {
     std::unique_ptr<CycleBarrier> barrier;  // while RUNNING
     bool started_event = false;             // "started" recorded for the current run
     SteadyClock::time_point command_sent;   // when the barrier's current command went out
+    // After a coordinator restart: the RUNNING run waits for its ranks until adopt_deadline.
+    bool adopting = false;
+    SteadyClock::time_point adopt_deadline;
+    // Regrouping onto more workers: the current run stops at a boundary with a checkpoint, and
+    // the next one waits for this many workers (its draining ranks included). 0: not regrouping.
+    int32_t regroup_world = 0;
   };
   struct Watch {
     std::shared_ptr<WatchSink> sink;
@@ -157,10 +170,28 @@ class ClusterState {
   // ones) drain until their JobFinished arrives.
   void stop_ranks_locked(JobRecord& job, bool cancel_ranks, const std::string& reporter, PumpList& pumps);
   void send_locked(WorkerRecord& worker, const relora::v1::CoordinatorMessage& msg, PumpList& pumps);
+  // `msg` to every rank of the job's current run that has a stream.
+  void send_to_ranks_locked(JobRecord& job, const relora::v1::CoordinatorMessage& msg, PumpList& pumps);
   void wake_locked();
   // Publishes the job and worker counts by state (relora_coordinator_jobs/_workers) and each
   // job's state (relora_coordinator_job_state). Called wherever a job or worker changes state.
   void publish_counts_locked();
+
+  // cluster_adoption.cpp: a restarted coordinator taking over running runs; regrouping.
+  void begin_adoption_locked(JobRecord& job);
+  // Binds `w` as rank `rank` of the adopting job when it is the rank the job recorded (same run,
+  // world and worker id); false (and nothing changed) otherwise. `resumed_step`: the newest
+  // boundary the rank was resumed from (-1: unknown).
+  bool adopt_rank_locked(JobRecord& job, WorkerRecord& w, int32_t rank, int32_t world, int32_t run,
+                         int64_t resumed_step, PumpList& pumps);
+  // Adoptions past their deadline fall back to a requeue; returns the earliest deadline left.
+  SteadyClock::time_point check_adoptions_locked(SteadyClock::time_point now, PumpList& pumps);
+  // The world the job would run on if it took the free workers now (0: it cannot grow).
+  int32_t regroup_world_locked(const JobRecord& job);
+  // Sends the stop that ends the current run at boundary `cmd.step()` with a checkpoint.
+  void start_regroup_locked(JobRecord& job, int32_t world, const relora::v1::CycleCommand& cmd, PumpList& pumps);
+  // A rank of a regrouping run ended: queue the job (first in line) for its bigger world.
+  void regroup_locked(JobRecord& job, const std::string& reporter, PumpList& pumps);
 
   // cluster_workers.cpp
   WorkerRecord* find_worker_locked(const std::string& worker_id);

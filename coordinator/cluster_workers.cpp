@@ -45,7 +45,8 @@ grpc::Status ClusterState::register_worker(const relora::v1::RegisterRequest& re
   if (req.worker_id().size() > 128)
     return {grpc::StatusCode::INVALID_ARGUMENT, "worker_id: longer than 128 characters"};
 
-  std::lock_guard<std::mutex> lk(mu_);
+  PumpList pumps;  // Resumes to the other ranks of an adopted run
+  std::unique_lock<std::mutex> lk(mu_);
   std::string id = req.worker_id();
   WorkerRecord* w = id.empty() ? nullptr : find_worker_locked(id);
   if (w == nullptr) {
@@ -70,10 +71,15 @@ grpc::Status ClusterState::register_worker(const relora::v1::RegisterRequest& re
   } else {
     spdlog::info("worker {} re-registered", id);
   }
-  if (!req.running_job_id().empty() && req.running_job_id() != w->info.job_id() &&
+  JobRecord* running = req.running_job_id().empty() ? nullptr : find_job_locked(req.running_job_id());
+  const bool adopted = running != nullptr && running->adopting && req.running_job_id() != w->info.job_id() &&
+                       adopt_rank_locked(*running, *w, req.running_rank(), req.running_world_size(),
+                                         req.running_run(), req.running_resumed_step(), pumps);
+  if (!adopted && !req.running_job_id().empty() && req.running_job_id() != w->info.job_id() &&
       req.running_job_id() != w->draining_job) {
-    // A run this coordinator did not start (it restarted since, or gave the job up): stop it, and
-    // keep the worker out of scheduling until it has (the Cancel goes out when its stream opens).
+    // A run this coordinator did not start and cannot adopt (it gave the job up, or the run is
+    // not the one it knows): stop it, and keep the worker out of scheduling until it has (the
+    // Cancel goes out when its stream opens).
     spdlog::info("worker {} is still running job {} from before; stopping that run", id, req.running_job_id());
     w->draining_job = req.running_job_id();
     w->draining_since = SteadyClock::now();
@@ -91,6 +97,8 @@ grpc::Status ClusterState::register_worker(const relora::v1::RegisterRequest& re
   out->set_heartbeat_interval_ms(std::max<int64_t>(1, options_.heartbeat_timeout.count() / 3));
   publish_counts_locked();
   wake_locked();  // its deadline may be the earliest now
+  lk.unlock();
+  pumps.run();
   return grpc::Status::OK;
 }
 
@@ -188,12 +196,16 @@ grpc::Status ClusterState::on_worker_message(const std::string& worker_id, const
 
 ClusterState::JobRecord* ClusterState::job_of_message_locked(WorkerRecord& w, const std::string& job_id, int32_t rank,
                                                              PumpList& pumps) {
-  if (job_id.empty() || job_id != w.info.job_id()) {
+  JobRecord* job = job_id.empty() ? nullptr : find_job_locked(job_id);
+  // A rank of a run being adopted that reports before it registered as running it (say, the
+  // JobFinished of a rank that finished while the coordinator was away): adopt it first.
+  const bool adopted = job != nullptr && job->adopting && job_id != w.info.job_id() &&
+                       adopt_rank_locked(*job, w, rank, job->job.world_size(), job->job.run(), -1, pumps);
+  if (!adopted && (job_id.empty() || job_id != w.info.job_id())) {
     // Typically a report still in flight when the job was cancelled or failed.
     spdlog::debug("worker {}: ignoring a message for job '{}' (its job: '{}')", w.info.id(), job_id, w.info.job_id());
     return nullptr;
   }
-  JobRecord* job = find_job_locked(job_id);
   if (job == nullptr || job->job.state() != relora::v1::JOB_STATE_RUNNING) return nullptr;
   if (rank != w.info.rank()) {
     finish_job_locked(*job, relora::v1::JOB_STATE_FAILED,
@@ -220,7 +232,12 @@ void ClusterState::on_boundary_locked(WorkerRecord& w, const relora::v1::Boundar
     finish_job_locked(*job, relora::v1::JOB_STATE_FAILED, outcome.error, /*cancel_ranks=*/true, pumps);
     return;
   }
-  if (outcome.result == BarrierResult::kDuplicate) return;
+  if (outcome.result == BarrierResult::kDuplicate) {
+    // A boundary sent again (after a reconnect or a coordinator restart): whatever answers it may
+    // have been lost with the stream.
+    if (auto msg = job->barrier->message_to_resend(m.rank())) send_locked(w, *msg, pumps);
+    return;
+  }
   metrics_.job_progress(job->job.id());
   add_event_locked(*job, m.step(), m.rank(), "boundary",
                    "rank " + std::to_string(m.rank()) + " reached " + m.boundary());
@@ -239,20 +256,36 @@ void ClusterState::on_boundary_locked(WorkerRecord& w, const relora::v1::Boundar
   add_event_locked(*job, m.step(), -1, "command", what);
   job->command_sent = SteadyClock::now();
   metrics_.command_sent(cmd.boundary());
+  // The boundary where every rank already waits is where a job below its size takes free
+  // workers back (not the job's end: nothing is left to train).
+  if (cmd.boundary() != relora::boundary_kind_name(relora::BoundaryKind::kJobEnd)) {
+    if (const int32_t world = regroup_world_locked(*job); world > 0) {
+      start_regroup_locked(*job, world, cmd, pumps);
+      return;
+    }
+  }
   CoordinatorMessage msg;
   *msg.mutable_command() = cmd;
-  for (const auto& wid : job->job.worker_ids())
-    if (WorkerRecord* rank_worker = find_worker_locked(wid)) send_locked(*rank_worker, msg, pumps);
+  send_to_ranks_locked(*job, msg, pumps);
 }
 
 void ClusterState::on_ack_locked(WorkerRecord& w, const relora::v1::CommandAck& m, PumpList& pumps) {
   JobRecord* job = job_of_message_locked(w, m.job_id(), m.rank(), pumps);
   if (job == nullptr) return;
   const BarrierOutcome outcome = job->barrier->ack(m.rank(), m.step(), m.param_checksum());
-  if (outcome.result == BarrierResult::kDuplicate) return;
+  if (outcome.result == BarrierResult::kDuplicate) {
+    if (auto msg = job->barrier->message_to_resend(m.rank())) send_locked(w, *msg, pumps);
+    return;
+  }
   if (outcome.result == BarrierResult::kError) {
     finish_job_locked(*job, relora::v1::JOB_STATE_FAILED, outcome.error, /*cancel_ranks=*/true, pumps);
     return;
+  }
+  if (outcome.send_command) {
+    // Recovery: the previous coordinator sent this command; ranks that missed it get it now.
+    CoordinatorMessage cmd;
+    *cmd.mutable_command() = job->barrier->command();
+    send_to_ranks_locked(*job, cmd, pumps);
   }
   metrics_.job_progress(job->job.id());
   add_event_locked(*job, m.step(), m.rank(), "ack", "rank " + std::to_string(m.rank()) + " applied the command",
@@ -265,8 +298,7 @@ void ClusterState::on_ack_locked(WorkerRecord& w, const relora::v1::CommandAck& 
   CoordinatorMessage msg;
   msg.mutable_resume()->set_job_id(job->job.id());
   msg.mutable_resume()->set_step(m.step());
-  for (const auto& wid : job->job.worker_ids())
-    if (WorkerRecord* rank_worker = find_worker_locked(wid)) send_locked(*rank_worker, msg, pumps);
+  send_to_ranks_locked(*job, msg, pumps);
 }
 
 void ClusterState::on_progress_locked(WorkerRecord& w, const relora::v1::ProgressReport& m, PumpList& pumps) {
@@ -301,16 +333,36 @@ void ClusterState::on_finished_locked(WorkerRecord& w, const relora::v1::JobFini
   }
   JobRecord* job = job_of_message_locked(w, m.job_id(), m.rank(), pumps);
   if (job == nullptr) return;
+  if (job->regroup_world > 0) {
+    // The stop of a regroup (or a failure on its way there: the next run starts from the
+    // checkpoint all the same).
+    regroup_locked(*job, w.info.id(), pumps);
+    return;
+  }
+  const bool recovering = job->barrier && job->barrier->recovering();
   if (!m.ok()) {
     const std::string error = "rank " + std::to_string(m.rank()) + " (worker " + w.info.id() +
                               ") failed: " + (m.error().empty() ? "no error message" : m.error());
     restart_or_fail_locked(*job, error, m.retryable(), w.info.id(), pumps);
     return;
   }
-  if (m.rank() != 0) return;  // the job is done when rank 0 (which writes the summary) is done
+  if (m.rank() != 0) {
+    // The job is done when rank 0 (which writes the summary) is done. In an adopted run a rank
+    // that finished is let go at once: rank 0's end cancels the ranks still bound (below), which
+    // must not include one whose end has already been reported.
+    if (recovering) {
+      w.info.clear_job_id();
+      w.info.set_rank(-1);
+      w.info.set_state("idle");
+      publish_counts_locked();
+    }
+    return;
+  }
   job->job.set_summary_json(m.summary_json());
   spdlog::info("job {} completed", job->job.id());
-  finish_job_locked(*job, relora::v1::JOB_STATE_COMPLETED, "", /*cancel_ranks=*/false, pumps);
+  // An adopted run may have a rank still waiting at the job end for a command that the previous
+  // coordinator sent only to the others: cancel it (a stop at the job end only evaluates).
+  finish_job_locked(*job, relora::v1::JOB_STATE_COMPLETED, "", /*cancel_ranks=*/recovering, pumps);
 }
 
 void ClusterState::check_workers_locked(SteadyClock::time_point now, PumpList& pumps) {

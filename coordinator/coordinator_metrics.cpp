@@ -131,6 +131,16 @@ void CoordinatorMetrics::init(prometheus::Registry& registry) {
                        .Help("Jobs queued again to restart from their last checkpoint.")
                        .Register(registry)
                        .Add({});
+  runs_reattached_ = &prometheus::BuildCounter()
+                          .Name("relora_coordinator_runs_reattached_total")
+                          .Help("Running runs a restarted coordinator adopted when all their ranks reported back.")
+                          .Register(registry)
+                          .Add({});
+  job_regroups_ = &prometheus::BuildCounter()
+                       .Name("relora_coordinator_job_regroups_total")
+                       .Help("Jobs below their size that stopped at a cycle boundary to continue on more workers.")
+                       .Register(registry)
+                       .Add({});
 
   progress_ = &prometheus::BuildGauge()
                    .Name("relora_coordinator_job_last_progress_timestamp_seconds")
@@ -167,6 +177,8 @@ void CoordinatorMetrics::command_acknowledged(double seconds) { round_trip_->Obs
 void CoordinatorMetrics::heartbeat_missed() { heartbeat_misses_->Increment(); }
 
 void CoordinatorMetrics::job_restarted() { job_restarts_->Increment(); }
+void CoordinatorMetrics::run_reattached() { runs_reattached_->Increment(); }
+void CoordinatorMetrics::job_regrouped() { job_regroups_->Increment(); }
 
 void CoordinatorMetrics::job_progress(const std::string& job_id) {
   std::lock_guard<std::mutex> lk(mu_);

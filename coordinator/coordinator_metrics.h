@@ -83,6 +83,10 @@ class CoordinatorMetrics {
   void heartbeat_missed();
   // A job that was running was queued again to resume from its checkpoint.
   void job_restarted();
+  // A restarted coordinator adopted a running run (no step trained again).
+  void run_reattached();
+  // A job below its size stopped at a boundary to continue on more workers.
+  void job_regrouped();
 
   // relora_coordinator_job_last_progress_timestamp_seconds{job_id}: now. Creates the series.
   void job_progress(const std::string& job_id);
@@ -111,6 +115,8 @@ class CoordinatorMetrics {
   prometheus::Histogram* round_trip_ = nullptr;
   prometheus::Counter* heartbeat_misses_ = nullptr;
   prometheus::Counter* job_restarts_ = nullptr;
+  prometheus::Counter* runs_reattached_ = nullptr;
+  prometheus::Counter* job_regroups_ = nullptr;
   prometheus::Family<prometheus::Gauge>* progress_ = nullptr;
   prometheus::Family<prometheus::Gauge>* job_state_ = nullptr;
   prometheus::Family<prometheus::Counter>* rpcs_ = nullptr;

@@ -74,10 +74,25 @@ BarrierOutcome CycleBarrier::ack(int rank, int64_t step, const std::string& para
   const std::string who = "rank " + std::to_string(rank);
   if (rank < 0 || rank >= world_size_)
     return error(who + " is outside the job's world size " + std::to_string(world_size_));
+  bool recovered_command = false;
   if (!awaiting_acks_) {
     if (step == last_resume_step_) return {BarrierResult::kDuplicate, {}};
-    return error("protocol error: " + who + " acknowledged a command at step " + std::to_string(step) +
-                 " but no command is outstanding");
+    const auto planned = plan_.boundary_at(step);
+    const bool same_round = count(reported_) == 0 || step == step_;
+    if (!recovering_ || step < last_resume_step_ || !planned || !same_round)
+      return error("protocol error: " + who + " acknowledged a command at step " + std::to_string(step) +
+                   " but no command is outstanding");
+    // Every rank had reported this boundary to the previous coordinator (it sends a command only
+    // then), and the command is the plan's: take the round up where it was.
+    step_ = step;
+    kind_ = boundary_kind_name(planned->kind);
+    command_ = plan_.command(planned->kind, step);
+    command_.set_job_id(job_id_);
+    awaiting_acks_ = true;
+    std::fill(reported_.begin(), reported_.end(), true);
+    std::fill(acked_.begin(), acked_.end(), false);
+    std::fill(checksums_.begin(), checksums_.end(), std::string());
+    recovered_command = true;
   }
   if (step != step_) {
     return error("protocol error: " + who + " acknowledged step " + std::to_string(step) +
@@ -86,7 +101,7 @@ BarrierOutcome CycleBarrier::ack(int rank, int64_t step, const std::string& para
   if (acked_[rank]) return {BarrierResult::kDuplicate, {}};
   acked_[rank] = true;
   checksums_[rank] = param_checksum;
-  if (count(acked_) < world_size_) return {BarrierResult::kWaiting, {}};
+  if (count(acked_) < world_size_) return {BarrierResult::kWaiting, {}, recovered_command};
 
   // Ranks in lockstep hold bit-identical parameters after a command; a difference means a merge
   // or re-init diverged and every later step would silently train different models.
@@ -99,6 +114,20 @@ BarrierOutcome CycleBarrier::ack(int rank, int64_t step, const std::string& para
   }
   awaiting_acks_ = false;
   last_resume_step_ = step_;
+  std::fill(reported_.begin(), reported_.end(), false);
+  return {BarrierResult::kComplete, {}};
+}
+
+BarrierOutcome CycleBarrier::resumed_before(int64_t step) {
+  if (step <= last_resume_step_) return {BarrierResult::kDuplicate, {}};
+  // A rank got Resume{step}: every rank acknowledged that command (some of those acks may not
+  // have reached this barrier). Ranks are never more than one round apart, so a round collected
+  // or acknowledged here at `step` is that one.
+  const bool open_round = (awaiting_acks_ || count(reported_) > 0) && step_ == step;
+  last_resume_step_ = step;
+  if (awaiting_acks_ && step_ < step) awaiting_acks_ = false;  // an older round, closed as well
+  if (!open_round) return {BarrierResult::kWaiting, {}};
+  awaiting_acks_ = false;
   std::fill(reported_.begin(), reported_.end(), false);
   return {BarrierResult::kComplete, {}};
 }

@@ -28,6 +28,9 @@ enum class BarrierResult {
 struct BarrierOutcome {
   BarrierResult result = BarrierResult::kWaiting;
   std::string error;
+  // Recovery only: an acknowledgement proved that the previous coordinator had sent command()
+  // already; send it to every rank (those that have it ignore the repeat).
+  bool send_command = false;
 };
 
 class CycleBarrier {
@@ -37,6 +40,17 @@ class CycleBarrier {
 
   BarrierOutcome boundary(int rank, int64_t step, const std::string& kind);
   BarrierOutcome ack(int rank, int64_t step, const std::string& param_checksum);
+
+  // Recovery after a coordinator restart: this barrier takes over a run that the previous
+  // coordinator drove, knowing nothing of where its ranks stand. From now on an acknowledgement
+  // without an outstanding command is taken as proof that the previous coordinator collected
+  // that boundary and sent its (deterministic) command, rather than as a protocol error.
+  void begin_recovery() { recovering_ = true; }
+  bool recovering() const { return recovering_; }
+  // Recovery: a rank reports that it got the Resume of the boundary at `step` from the previous
+  // coordinator, so every rank acknowledged that command. kComplete: the round at `step` is
+  // closed now; send Resume{step} to every rank. Otherwise nothing to send.
+  BarrierOutcome resumed_before(int64_t step);
 
   bool awaiting_acks() const { return awaiting_acks_; }
   int64_t step() const { return step_; }  // the boundary being collected or acknowledged
@@ -61,6 +75,7 @@ class CycleBarrier {
   std::vector<std::string> checksums_;
   relora::v1::CycleCommand command_;
   int64_t last_resume_step_ = -1;
+  bool recovering_ = false;
 };
 
 }  // namespace relora::coordinator

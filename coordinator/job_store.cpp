@@ -13,7 +13,8 @@ using relora::v1::Job;
 using relora::v1::JobEvent;
 using relora::v1::JobProgress;
 
-constexpr int kSchemaVersion = 1;
+// 2: restarts, world_size and run (a restarted coordinator adopts running runs by them).
+constexpr int kSchemaVersion = 2;
 
 // Column names are spelled out in every statement so that adding a column never shifts indices.
 constexpr const char* kSchema = R"sql(
@@ -30,7 +31,10 @@ CREATE TABLE IF NOT EXISTS jobs (
   error             TEXT NOT NULL DEFAULT '',
   worker_ids_json   TEXT NOT NULL DEFAULT '[]',
   checkpoint        TEXT NOT NULL DEFAULT '',
-  summary_json      TEXT NOT NULL DEFAULT ''
+  summary_json      TEXT NOT NULL DEFAULT '',
+  restarts          INTEGER NOT NULL DEFAULT 0,
+  world_size        INTEGER NOT NULL DEFAULT 0,
+  run               INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS events (
   job_id         TEXT NOT NULL,
@@ -131,6 +135,13 @@ JobStore::JobStore(const std::string& path) : path_(path) {
     const int64_t found = version.step() ? version.integer(0) : 0;
     if (found > kSchemaVersion)
       throw StoreError(path + " was written by a newer coordinator (schema " + std::to_string(found) + ")");
+    if (found == 1) {
+      // Written by a coordinator before schema 2 (CREATE TABLE IF NOT EXISTS left its table as it was).
+      exec("ALTER TABLE jobs ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;"
+           "ALTER TABLE jobs ADD COLUMN world_size INTEGER NOT NULL DEFAULT 0;"
+           "ALTER TABLE jobs ADD COLUMN run INTEGER NOT NULL DEFAULT 0;",
+           "upgrading the jobs table to schema 2");
+    }
     exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str(), "writing schema version");
   } catch (...) {
     sqlite3_close(db_);
@@ -154,19 +165,20 @@ void JobStore::insert_job(const Job& job) {
   // One statement, so that a failed submission leaves no half-written row behind.
   Statement st(db_,
                "INSERT INTO jobs (id, state, progress_json, started_unix_ms, finished_unix_ms, error, "
-               "worker_ids_json, checkpoint, summary_json, name, spec_json, submitted_unix_ms) "
-               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+               "worker_ids_json, checkpoint, summary_json, restarts, world_size, run, name, spec_json, "
+               "submitted_unix_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                "saving job " + job.id());
   bind_mutable_columns(st, job);
-  st.bind(10, job.name()).bind(11, job_spec_to_json(job.spec()));
-  st.bind(12, static_cast<int64_t>(job.submitted_unix_ms()));
+  st.bind(13, job.name()).bind(14, job_spec_to_json(job.spec()));
+  st.bind(15, static_cast<int64_t>(job.submitted_unix_ms()));
   st.run();
 }
 
 void JobStore::update_job(const Job& job) {
   Statement st(db_,
                "UPDATE jobs SET state=?2, progress_json=?3, started_unix_ms=?4, finished_unix_ms=?5, "
-               "error=?6, worker_ids_json=?7, checkpoint=?8, summary_json=?9 WHERE id=?1",
+               "error=?6, worker_ids_json=?7, checkpoint=?8, summary_json=?9, restarts=?10, world_size=?11, "
+               "run=?12 WHERE id=?1",
                "updating job " + job.id());
   bind_mutable_columns(st, job);
   st.run();
@@ -178,6 +190,8 @@ void JobStore::bind_mutable_columns(Statement& st, const Job& job) {
   st.bind(1, job.id()).bind(2, relora::v1::JobState_Name(job.state())).bind(3, progress_to_json(job.progress()));
   st.bind(4, static_cast<int64_t>(job.started_unix_ms())).bind(5, static_cast<int64_t>(job.finished_unix_ms()));
   st.bind(6, job.error()).bind(7, workers.dump()).bind(8, job.checkpoint()).bind(9, job.summary_json());
+  st.bind(10, static_cast<int64_t>(job.restarts())).bind(11, static_cast<int64_t>(job.world_size()));
+  st.bind(12, static_cast<int64_t>(job.run()));
 }
 
 void JobStore::append_event(const JobEvent& e) {
@@ -194,7 +208,8 @@ void JobStore::append_event(const JobEvent& e) {
 std::vector<Job> JobStore::load_jobs() {
   Statement st(db_,
                "SELECT id, name, state, spec_json, progress_json, submitted_unix_ms, started_unix_ms, "
-               "finished_unix_ms, error, worker_ids_json, checkpoint, summary_json FROM jobs ORDER BY submit_order",
+               "finished_unix_ms, error, worker_ids_json, checkpoint, summary_json, restarts, world_size, run FROM jobs "
+               "ORDER BY submit_order",
                "loading jobs");
   std::vector<Job> jobs;
   while (st.step()) {
@@ -221,6 +236,9 @@ std::vector<Job> JobStore::load_jobs() {
         if (w.is_string()) job.add_worker_ids(w.get<std::string>());
     job.set_checkpoint(st.text(10));
     job.set_summary_json(st.text(11));
+    job.set_restarts(static_cast<int32_t>(st.integer(12)));
+    job.set_world_size(static_cast<int32_t>(st.integer(13)));
+    job.set_run(static_cast<int32_t>(st.integer(14)));
     jobs.push_back(std::move(job));
   }
   return jobs;

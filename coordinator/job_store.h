@@ -38,7 +38,7 @@ class JobStore {
   // A new job (its id must be new). Submission order is the insertion order.
   void insert_job(const relora::v1::Job& job);
   // Everything that changes after submission: state, progress, times, error, workers,
-  // checkpoint, summary. The spec is written once, by insert_job.
+  // checkpoint, summary, restarts, world size and run. The spec is written once, by insert_job.
   void update_job(const relora::v1::Job& job);
   void append_event(const relora::v1::JobEvent& event);
 
@@ -54,7 +54,7 @@ class JobStore {
  private:
   class Statement;
   void exec(const char* sql, const char* what);
-  // The id (?1) and the columns that change after submission (?2..?9), for insert and update.
+  // The id (?1) and the columns that change after submission (?2..?12), for insert and update.
   static void bind_mutable_columns(Statement& st, const relora::v1::Job& job);
 
   const std::string path_;

@@ -48,11 +48,16 @@ int main(int argc, char** argv) {
   relora::coordinator::ServerOptions options;
   std::string port_file;
   std::string heartbeat = "5s";
+  std::string reattach = "60s";
   std::string log_level = "info";
   app.add_option("--listen", options.listen, "host:port to serve on (port 0: pick a free port)")->capture_default_str();
   app.add_option("--port-file", port_file, "write the bound port to this file (atomically) once serving");
   app.add_option("--state-dir", options.state_dir, "directory of the job database (relora.db)")->capture_default_str();
   app.add_option("--heartbeat-timeout", heartbeat, "a worker silent this long is lost (500ms, 5s, 2m)")
+      ->capture_default_str();
+  app.add_option("--reattach-timeout", reattach,
+                 "after a restart, how long a running job waits for all of its workers to report back before "
+                 "it is requeued to resume from its checkpoint (0s: requeue at once)")
       ->capture_default_str();
   app.add_option("--metrics-port", options.metrics_port,
                  "serve Prometheus metrics on 0.0.0.0:PORT/metrics (0: pick a free port and log it; -1: off)")
@@ -80,6 +85,12 @@ int main(int argc, char** argv) {
     options.heartbeat_timeout = relora::coordinator::parse_duration(heartbeat);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "--heartbeat-timeout: %s\n", e.what());
+    return 2;
+  }
+  try {
+    options.reattach_timeout = relora::coordinator::parse_duration(reattach);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "--reattach-timeout: %s\n", e.what());
     return 2;
   }
   if (options.heartbeat_timeout.count() <= 0) {

@@ -38,7 +38,7 @@ CoordinatorServer::CoordinatorServer(ServerOptions options)
   db_path_ = (std::filesystem::path(options_.state_dir) / "relora.db").string();
   store_ = std::make_unique<JobStore>(db_path_);
   cluster_ = std::make_unique<ClusterState>(
-      *store_, ClusterOptions{options_.heartbeat_timeout, options_.watch_interval}, *metrics_);
+      *store_, ClusterOptions{options_.heartbeat_timeout, options_.watch_interval, options_.reattach_timeout}, *metrics_);
   job_service_ = std::make_unique<JobServiceImpl>(*cluster_, *metrics_, auth_);
   worker_service_ = std::make_unique<WorkerServiceImpl>(*cluster_, *metrics_, auth_);
 

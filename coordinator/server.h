@@ -36,6 +36,9 @@ struct ServerOptions {
   std::string state_dir = "./relora-state";  // holds relora.db
   std::chrono::milliseconds heartbeat_timeout{5000};
   std::chrono::milliseconds watch_interval{200};
+  // After a restart: how long a run that was RUNNING waits for its ranks to report back before
+  // the job is requeued (ClusterOptions::reattach_timeout). 0: requeue at once.
+  std::chrono::milliseconds reattach_timeout{std::chrono::seconds(60)};
   // Prometheus /metrics on 0.0.0.0:<port>: -1 off, 0 a free port (see metrics_port()).
   int metrics_port = -1;
   // Bearer tokens (files holding one token each; both or neither). Without them the gate is open,

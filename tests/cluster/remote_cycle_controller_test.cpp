@@ -168,6 +168,45 @@ TEST(ClusterRemoteCycleController, CancelStopsAtABoundaryWithACheckpoint) {
   EXPECT_EQ(c.stop_reason(), "cancelled by the coordinator");
 }
 
+TEST(ClusterRemoteCycleController, AStopCommandEndsTheRunWithItsReasonAndNoAcknowledgement) {
+  // The coordinator regroups the job: a stop at the boundary instead of the boundary's command.
+  RecordingSink sink;
+  RemoteCycleController c(sink, "job-1", 0, 5s);
+  auto reached = std::async(std::launch::async, [&] { return c.at_boundary(kCycleEnd7); });
+  sink.wait_for(1);
+  CoordinatorMessage stop;
+  stop.mutable_command()->set_job_id("job-1");
+  stop.mutable_command()->set_step(7);
+  stop.mutable_command()->set_boundary("cycle_end");
+  stop.mutable_command()->set_optimizer_reset("none");
+  stop.mutable_command()->set_stop(true);
+  stop.mutable_command()->set_checkpoint(true);
+  stop.mutable_command()->set_reason("regrouping onto 2 workers from the checkpoint at step 7");
+  c.deliver(stop);
+  const train::CycleCommand cmd = reached.get();
+  EXPECT_TRUE(cmd.stop);
+  EXPECT_TRUE(cmd.checkpoint);
+  EXPECT_FALSE(cmd.merge);
+  c.acknowledge(kCycleEnd7, "x");  // returns at once, sends nothing
+  EXPECT_EQ(sink.count(), 1u);
+  EXPECT_TRUE(c.stopping());
+  EXPECT_EQ(c.stop_reason(), "stopped by the coordinator: regrouping onto 2 workers from the checkpoint at step 7");
+}
+
+TEST(ClusterRemoteCycleController, ResumedStepIsWhatItTellsARestartedCoordinator) {
+  RecordingSink sink;
+  RemoteCycleController c(sink, "job-1", 0, 5s);
+  EXPECT_EQ(c.resumed_step(), -1);
+  c.deliver(command("job-1", "cycle_end", 7));
+  c.at_boundary(kCycleEnd7);
+  auto acked = std::async(std::launch::async, [&] { c.acknowledge(kCycleEnd7, "x"); });
+  sink.wait_for(2);
+  EXPECT_EQ(c.resumed_step(), -1);  // still waiting for it
+  c.deliver(resume("job-1", 7));
+  acked.get();
+  EXPECT_EQ(c.resumed_step(), 7);
+}
+
 TEST(ClusterRemoteCycleController, WithSeveralRanksStopWaitsForTheAgreedVote) {
   RecordingSink sink;
   RemoteCycleController c(sink, "job-1", 0, 5s);

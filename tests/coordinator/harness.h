@@ -58,11 +58,12 @@ class Coordinator {
  public:
   // metrics_port: -1 no metrics endpoint, 0 one on a free port (server().metrics_port()).
   explicit Coordinator(const std::string& state_dir, std::chrono::milliseconds heartbeat_timeout = 10s,
-                       int metrics_port = -1) {
+                       int metrics_port = -1, std::chrono::milliseconds reattach_timeout = 60s) {
     ServerOptions opts;
     opts.listen = "127.0.0.1:0";
     opts.state_dir = state_dir;
     opts.heartbeat_timeout = heartbeat_timeout;
+    opts.reattach_timeout = reattach_timeout;
     opts.metrics_port = metrics_port;
     server_ = std::make_unique<CoordinatorServer>(opts);
     channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
@@ -160,10 +161,12 @@ class SimWorker {
 
   const std::string& id() const { return id_; }
 
-  grpc::Status register_worker(const std::string& reuse_id = "") {
+  // `running`: the running_* fields to send (the run this worker says it is still training).
+  grpc::Status register_worker(const std::string& reuse_id = "", const v1::RegisterRequest* running = nullptr) {
     grpc::ClientContext ctx;
     set_deadline(ctx);
     v1::RegisterRequest req;
+    if (running != nullptr) req = *running;
     req.set_host(host_);
     req.set_device("cpu");
     req.set_rendezvous_port(port_);

@@ -153,13 +153,15 @@ TEST(CoordinatorJobs, JobsSubmittedBeforeARestartAreStillListedWithTheirState) {
     ASSERT_TRUE(c.cancel(cancelled, &out).ok());
     c.shutdown();
   }
-  Coordinator c(dir.path());
+  // Its worker never reports back: after the reattach timeout the job is requeued.
+  Coordinator c(dir.path(), 10s, -1, /*reattach_timeout=*/300ms);
+  ASSERT_TRUE(c.wait_state(running, v1::JOB_STATE_QUEUED));
   const auto jobs = c.list();
   ASSERT_EQ(jobs.size(), 3u);
   EXPECT_EQ(jobs[0].id(), running);
   EXPECT_EQ(jobs[1].id(), queued);
   EXPECT_EQ(jobs[2].id(), cancelled);
-  // RUNNING when the coordinator died: queued again to resume from its checkpoint.
+  // RUNNING when the coordinator died, not adopted: queued again to resume from its checkpoint.
   EXPECT_EQ(jobs[0].state(), v1::JOB_STATE_QUEUED);
   EXPECT_EQ(jobs[0].progress().step(), 7);
   EXPECT_EQ(jobs[0].checkpoint(), "runs/running/step-5");

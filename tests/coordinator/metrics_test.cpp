@@ -318,6 +318,8 @@ TEST(CoordinatorMetrics, EveryMetricFollowsAJobThroughItsBoundaries) {
                                           "relora_coordinator_rpcs_total",
                                           "relora_coordinator_rpc_duration_seconds",
                                           "relora_coordinator_job_restarts_total",
+                                          "relora_coordinator_runs_reattached_total",
+                                          "relora_coordinator_job_regroups_total",
                                           "relora_coordinator_job_last_progress_timestamp_seconds",
                                           "relora_coordinator_job_state"};
   EXPECT_EQ(families, contract);
@@ -347,7 +349,7 @@ TEST(CoordinatorMetrics, ALostWorkerIsAHeartbeatMissAndLeavesTheLostState) {
   EXPECT_EQ(workers(Scrape(port), "lost"), 0);
 }
 
-TEST(CoordinatorMetrics, ARunningJobRequeuedByARestartCountsAsARestart) {
+TEST(CoordinatorMetrics, ARunNotReattachedAfterARestartCountsAsARestart) {
   relora::testing::TempDir dir;
   std::string job;
   {
@@ -359,9 +361,11 @@ TEST(CoordinatorMetrics, ARunningJobRequeuedByARestartCountsAsARestart) {
     ASSERT_EQ(jobs(Scrape(c.server().metrics_port()), "running"), 1);
     c.shutdown();
   }
-  Coordinator c(dir.path(), 10s, /*metrics_port=*/0);
+  Coordinator c(dir.path(), 10s, /*metrics_port=*/0, /*reattach_timeout=*/300ms);
+  ASSERT_TRUE(c.wait_state(job, v1::JOB_STATE_QUEUED));  // its worker never reported back
   const Scrape s(c.server().metrics_port());
   EXPECT_EQ(s.at("relora_coordinator_job_restarts_total"), 1);
+  EXPECT_EQ(s.at("relora_coordinator_runs_reattached_total"), 0);
   EXPECT_EQ(jobs(s, "queued"), 1);
   EXPECT_EQ(jobs(s, "running"), 0);
   EXPECT_EQ(s.at(kJobState, {{"job_id", job}, {"state", "queued"}}), 1);

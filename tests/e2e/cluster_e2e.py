@@ -26,7 +26,7 @@ TEXT = ensure_text(os.path.join(BUILD, "test-cache/e2e-synthetic.txt"))
 
 
 def job_yaml(name, ckpt_dir, cache_dir, workers, grad_accum, micro_batch=4, steps=24, checkpoint_every=10,
-             cluster_extra=""):
+             cluster_extra="", cycle_steps=5):
     return f"""
 name: {name}
 model: {{hidden_size: 64, num_layers: 2, num_heads: 2, intermediate_size: 128, vocab_size: 512}}
@@ -37,7 +37,7 @@ data:
   cache_dir: "{cache_dir}"
 training: {{steps: {steps}, micro_batch_size: {micro_batch}, grad_accum_steps: {grad_accum}, lr: 0.003,
            warmup_steps: 2, seed: 11}}
-relora: {{mode: relora, rank: 8, alpha: 16, dropout: 0.0, warm_start_steps: 4, cycle_steps: 5,
+relora: {{mode: relora, rank: 8, alpha: 16, dropout: 0.0, warm_start_steps: 4, cycle_steps: {cycle_steps},
          restart_warmup_steps: 1}}
 eval: {{every_steps: 0, max_tokens: 2048}}
 checkpoint: {{dir: "{ckpt_dir}", every_steps: {checkpoint_every}, keep: 2}}
@@ -54,15 +54,23 @@ class Cluster:
         self.procs = []
         self.logs = []
         self.port = None
+        self.worker_args = tuple(worker_args)
         self.start_coordinator()
-        for rank in range(workers):
-            log = open(os.path.join(root, f"worker-{rank}.log"), "wb")
-            self.logs.append(log)
-            self.procs.append(subprocess.Popen(
-                [WORKER, "--coordinator", self.address, "--threads", "1", *worker_args],
-                stdout=log, stderr=subprocess.STDOUT, cwd=root))
+        for _ in range(workers):
+            self.start_worker()
 
-    def start_coordinator(self):
+    def start_worker(self, extra_args=(), env=None):
+        """Starts one more worker process (its log: worker-<index>.log); returns the process."""
+        log = open(os.path.join(self.root, f"worker-{len(self.procs)}.log"), "wb")
+        self.logs.append(log)
+        proc = subprocess.Popen(
+            [WORKER, "--coordinator", self.address, "--threads", "1", *self.worker_args, *extra_args],
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+            env=None if env is None else {**os.environ, **env})
+        self.procs.append(proc)
+        return proc
+
+    def start_coordinator(self, extra_args=()):
         port_file = os.path.join(self.root, "port")
         if os.path.exists(port_file):
             os.remove(port_file)
@@ -71,7 +79,7 @@ class Cluster:
         listen = f"127.0.0.1:{self.port or 0}"
         self.coordinator = subprocess.Popen(
             [COORDINATOR, "--listen", listen, "--port-file", port_file, "--state-dir", self.state,
-             "--heartbeat-timeout", "5s"], stdout=log, stderr=subprocess.STDOUT)
+             "--heartbeat-timeout", "5s", *extra_args], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + 30
         while not os.path.exists(port_file):
             if time.time() > deadline or self.coordinator.poll() is not None:

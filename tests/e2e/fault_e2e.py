@@ -5,9 +5,11 @@
   the global batch and the sample order are unchanged) and completes with every step exactly
   once in metrics.jsonl, the final checkpoint at the last step, and the losses after the restart
   equal (1e-4 relative) to an uninterrupted run's: no sample skipped or repeated.
-- Coordinator restart: the coordinator killed after the job's first checkpoint and restarted on
-  the same state; the workers reconnect, their stale runs are stopped, and the job resumes from
-  its checkpoint and completes with the same curve; the finished job is not run again.
+- Coordinator restart without reattaching (--reattach-timeout 0, the fallback when a run's ranks do
+  not all come back): the coordinator killed after the job's first checkpoint and restarted on the
+  same state; the workers reconnect, their stale runs are stopped, and the job resumes from its
+  checkpoint and completes with the same curve; the finished job is not run again. (The default,
+  a run adopted without retraining a step, is in zero_loss_e2e.py.)
 - max_restarts: with cluster.max_restarts 0 a lost rank fails the job, saying why.
 """
 import json
@@ -29,7 +31,9 @@ def steps_logged(ckpt_dir):
         return [json.loads(line)["step"] for line in f]
 
 
-class WorkerFaults(unittest.TestCase):
+class FaultTestCase(unittest.TestCase):
+    """A temporary root per test and the helpers fault tests share (no tests of its own)."""
+
     def setUp(self):
         # RELORA_KEEP_TEST_DIRS=1 keeps the logs, checkpoints and state for a look afterwards.
         self.keep = bool(os.environ.get("RELORA_KEEP_TEST_DIRS"))
@@ -43,23 +47,24 @@ class WorkerFaults(unittest.TestCase):
         else:
             self.tmp.cleanup()
 
-    def write_job(self, name, workers, grad_accum, cluster_extra=""):
+    def write_job(self, name, workers, grad_accum, cluster_extra="", steps=STEPS, cycle_steps=5):
         path = os.path.join(self.root, name + ".yaml")
         ckpt = os.path.join(self.root, "runs", name)
         with open(path, "w") as f:
-            f.write(job_yaml(name, ckpt, self.cache, workers, grad_accum, steps=STEPS,
-                             checkpoint_every=CHECKPOINT_EVERY, cluster_extra=cluster_extra))
+            f.write(job_yaml(name, ckpt, self.cache, workers, grad_accum, steps=steps,
+                             checkpoint_every=CHECKPOINT_EVERY, cluster_extra=cluster_extra,
+                             cycle_steps=cycle_steps))
         return path, ckpt
 
-    def watch_to_completion(self, cluster, job_id):
+    def watch_to_completion(self, cluster, job_id, steps=STEPS):
         """Follows the job to its end; asserts it completed every step and checkpointed the last.
         Returns its final status."""
         watch = cluster.cli("watch", job_id, check=False)
         self.assertEqual(watch.returncode, 0, watch.stdout[-3000:] + watch.stderr)
         status = cluster.cli_json("status", job_id)
         self.assertEqual(status["state"], "completed")
-        self.assertEqual(status["step"], STEPS)
-        self.assertEqual(os.path.basename(status["checkpoint"]), f"step-{STEPS:08d}")
+        self.assertEqual(status["step"], steps)
+        self.assertEqual(os.path.basename(status["checkpoint"]), f"step-{steps:08d}")
         return status
 
     def wait_workers(self, cluster, count):
@@ -94,13 +99,15 @@ class WorkerFaults(unittest.TestCase):
             time.sleep(0.05)
         self.fail("the job never wrote a checkpoint")
 
-    def run_reference(self, cluster, workers, grad_accum):
+    def run_reference(self, cluster, workers, grad_accum, **job_args):
         """The job uninterrupted, to completion; returns its job id and checkpoint directory."""
-        ref_job, ref_ckpt = self.write_job("reference", workers=workers, grad_accum=grad_accum)
+        ref_job, ref_ckpt = self.write_job("reference", workers=workers, grad_accum=grad_accum, **job_args)
         ref_id = cluster.cli_json("submit", ref_job)["job_id"]
         self.assertEqual(cluster.cli("watch", ref_id, check=False).returncode, 0)
         return ref_id, ref_ckpt
 
+
+class WorkerFaults(FaultTestCase):
     def test_killed_worker_job_restarts_on_fewer_workers_and_completes(self):
         cluster = Cluster(self.root, workers=2)
         try:
@@ -129,7 +136,10 @@ class WorkerFaults(unittest.TestCase):
         finally:
             cluster.close()
 
-    def test_coordinator_killed_and_restarted_job_resumes_and_completes(self):
+    def test_coordinator_restarted_without_reattaching_resumes_from_the_checkpoint(self):
+        # The fallback of a coordinator restart (zero_loss_e2e.py has the default: the run is
+        # adopted): with --reattach-timeout 0 the running job is requeued at once, its ranks'
+        # runs are stopped, and it resumes from its checkpoint.
         cluster = Cluster(self.root, workers=2)
         try:
             # The reference: the same job on the same two ranks, uninterrupted (the same world
@@ -144,7 +154,8 @@ class WorkerFaults(unittest.TestCase):
                 time.sleep(0.05)
             cluster.kill_coordinator()
             time.sleep(1)  # the workers go on training, then find the coordinator gone
-            cluster.start_coordinator()  # same state dir, same port: the workers reconnect
+            # Same state dir, same port: the workers reconnect.
+            cluster.start_coordinator(("--reattach-timeout", "0s"))
 
             self.watch_to_completion(cluster, job_id)
             kinds = [e["kind"] for e in self.events(cluster, job_id)]

@@ -75,6 +75,8 @@ METRICS = {
     "relora_coordinator_rpcs_total": ("counter", ("method", "code")),
     "relora_coordinator_rpc_duration_seconds": ("histogram", ("method",)),
     "relora_coordinator_job_restarts_total": ("counter", COORDINATOR_LABELS),
+    "relora_coordinator_runs_reattached_total": ("counter", COORDINATOR_LABELS),
+    "relora_coordinator_job_regroups_total": ("counter", COORDINATOR_LABELS),
     "relora_coordinator_job_last_progress_timestamp_seconds": ("gauge", ("job_id",)),
     "relora_coordinator_job_state": ("gauge", ("job_id", "state")),
 }

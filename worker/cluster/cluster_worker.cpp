@@ -53,9 +53,14 @@ void check_same_resume_point(DataParallelGroup& group, const relora::v1::JobSpec
 
 ClusterWorker::ClusterWorker(ClusterWorkerOptions options) : options_(std::move(options)) {
   CoordinatorClientOptions client = options_.client;
-  client.running_job = [this] {
+  client.describe_running_run = [this](relora::v1::RegisterRequest& req) {
     std::lock_guard<std::mutex> lock(mu_);
-    return active_ ? active_->job_id() : std::string();
+    if (!active_) return;
+    req.set_running_job_id(active_->job_id());
+    req.set_running_rank(active_assignment_.rank());
+    req.set_running_world_size(active_assignment_.world_size());
+    req.set_running_run(active_assignment_.run());
+    req.set_running_resumed_step(active_->resumed_step());
   };
   client_ = std::make_unique<CoordinatorClient>(
       std::move(client), [this](const CoordinatorMessage& msg) { on_message(msg); }, [this] { on_connected(); });
@@ -154,6 +159,8 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     active_ = &controller;
+    active_assignment_ = a;
+    active_assignment_.clear_spec();  // only the run's identity is needed
     if (std::find(cancelled_.begin(), cancelled_.end(), job) != cancelled_.end())
       controller.request_stop("cancelled by the coordinator");
     if (stopping_) controller.request_stop("the worker is shutting down");

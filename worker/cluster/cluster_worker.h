@@ -32,6 +32,11 @@
 //     and ignore a JobFinished for a job already finished.
 //   - If a worker reports for a job the coordinator no longer runs (failed or cancelled while the
 //     worker was away), answer Cancel{job}.
+//   - Every Register carries the run the worker is training (job, rank, world, Assignment.run and
+//     the newest boundary it was resumed from): a restarted coordinator adopts the run (the worker
+//     goes on, resending what it waits for) or answers Cancel{job}.
+//   - A CycleCommand with `stop` ends the run at that boundary (rank 0 checkpoints first) without
+//     an acknowledgement; the worker reports JobFinished{ok = false} with the command's reason.
 //   - When the worker half-closes the stream (shutdown), finish the call.
 //   - Every rank sends JobFinished; only rank 0's carries summary_json. ProgressReport and
 //     WorkerLog (kinds "eval" and "log") come from rank 0 only; a ProgressReport with `checkpoint`
@@ -132,6 +137,7 @@ class ClusterWorker {
   std::deque<relora::v1::Assignment> pending_;
   std::deque<std::string> cancelled_;        // recently cancelled job ids
   RemoteCycleController* active_ = nullptr;  // the running job's, owned by run_assignment
+  relora::v1::Assignment active_assignment_;  // its job, rank, world and run (meaningful while active_)
   // The last job's JobFinished, sent again after a reconnect: a message written just before a
   // stream breaks can be lost, and this one must reach the coordinator.
   std::optional<relora::v1::WorkerMessage> last_finished_;

@@ -149,7 +149,7 @@ bool CoordinatorClient::register_once(std::string* why) {
   }
   req.set_host(options_.host);
   req.set_device(options_.device);
-  if (options_.running_job) req.set_running_job_id(options_.running_job());
+  if (options_.describe_running_run) options_.describe_running_run(req);
   req.set_memory_bytes(options_.memory_bytes);
   call->set_deadline(std::chrono::system_clock::now() + options_.rpc_timeout);
   call->set_wait_for_ready(true);  // a coordinator that is starting up answers within the deadline

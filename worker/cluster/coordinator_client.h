@@ -50,9 +50,10 @@ struct CoordinatorClientOptions {
   int heartbeat_misses = 3;
   std::chrono::milliseconds backoff_initial{200};
   std::chrono::milliseconds backoff_max{5000};
-  // The job this worker is training right now ("" if none), sent with every Register so that a
-  // restarted coordinator knows about runs it did not start. Called on the connection thread.
-  std::function<std::string()> running_job;
+  // Fills the running_* fields of every Register with the run this worker is training (leaves
+  // them empty if none), so that a restarted coordinator can adopt the run or stop it. Called on
+  // the connection thread.
+  std::function<void(relora::v1::RegisterRequest&)> describe_running_run;
 };
 
 class CoordinatorClient final : public MessageSink {

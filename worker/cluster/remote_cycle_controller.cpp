@@ -51,11 +51,19 @@ CycleCommand RemoteCycleController::at_boundary(const Boundary& b) {
     if (cmd.boundary() != train::boundary_kind_name(b.kind))
       throw std::runtime_error(where(b) + ": the coordinator's command for this step is for boundary '" +
                                cmd.boundary() + "'");
+    CycleCommand command;
     try {
-      return train::command_from_proto(cmd);
+      command = train::command_from_proto(cmd);
     } catch (const std::exception& e) {
       throw std::runtime_error(where(b) + ": bad command from the coordinator: " + e.what());
     }
+    if (command.stop && !stop_) {
+      // The coordinator ends this run here: stop as for a Cancel (no acknowledgement awaited).
+      stop_ = true;
+      stop_reason_ = cmd.reason().empty() ? "stopped by the coordinator at step " + std::to_string(b.step)
+                                          : "stopped by the coordinator: " + cmd.reason();
+    }
+    return command;
   }
   if (stop_) {
     CycleCommand stop;
@@ -134,6 +142,11 @@ bool RemoteCycleController::stopping() const {
 std::string RemoteCycleController::stop_reason() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stop_reason_;
+}
+
+int64_t RemoteCycleController::resumed_step() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return resumed_step_;
 }
 
 void RemoteCycleController::resend_pending() {

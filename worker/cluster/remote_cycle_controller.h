@@ -10,7 +10,9 @@
 // earlier step (a duplicate after a reconnect) is ignored. Each wait is bounded by `timeout`.
 //
 // Cancel: waiting at a boundary, it returns a stop command (rank 0 checkpoints first), since all
-// ranks wait there for the same coordinator and none is inside a collective. Between steps,
+// ranks wait there for the same coordinator and none is inside a collective. The coordinator may
+// also send a stop command itself (to regroup the job onto more workers): the controller then
+// stops as for a Cancel, with the command's reason, and the stop is not acknowledged. Between steps,
 // stop_requested() turns true: on every rank at the same step when set_group_stop() connects it to
 // the ranks' agreed vote (distributed::StopVote), else (a single rank) at once.
 //
@@ -52,6 +54,8 @@ class RemoteCycleController final : public train::CycleController {
   void request_stop(const std::string& reason);
   bool stopping() const;
   std::string stop_reason() const;
+  // The newest boundary step the coordinator resumed this rank from (-1: none yet).
+  int64_t resumed_step() const;
   // With world > 1: stop_requested() reports the ranks' agreed vote instead of the local flag.
   void set_group_stop(std::function<bool()> agreed) { group_stop_ = std::move(agreed); }
   // Sends again the boundary or acknowledgement being waited on (its answer may have been lost
