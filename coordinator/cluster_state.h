@@ -125,8 +125,11 @@ class ClusterState {
     // worker is still winding that run down, so it is not free for the next one yet.
     std::string draining_job;
     SteadyClock::time_point draining_since;
+    // It said its process is exiting (JobFinished.worker_exiting): not scheduled again; lost once
+    // its stream ends, unless it registers again.
+    bool exiting = false;
     bool lost() const { return info.state() == "lost"; }
-    bool free() const { return link && !lost() && info.job_id().empty() && draining_job.empty(); }
+    bool free() const { return link && !lost() && !exiting && info.job_id().empty() && draining_job.empty(); }
   };
   struct JobRecord {
     relora::v1::Job job;

@@ -84,6 +84,7 @@ grpc::Status ClusterState::register_worker(const relora::v1::RegisterRequest& re
     w->draining_job = req.running_job_id();
     w->draining_since = SteadyClock::now();
   }
+  w->exiting = false;  // a process that registers is not on its way out
   w->info.set_host(req.host());
   w->info.set_device(req.device());
   w->info.set_memory_bytes(req.memory_bytes());
@@ -340,6 +341,8 @@ void ClusterState::on_finished_locked(WorkerRecord& w, const relora::v1::JobFini
     return;
   }
   const bool recovering = job->barrier && job->barrier->recovering();
+  // Before the restart below schedules the job again: not onto a worker that is going away.
+  if (m.worker_exiting()) w.exiting = true;
   if (!m.ok()) {
     const std::string error = "rank " + std::to_string(m.rank()) + " (worker " + w.info.id() +
                               ") failed: " + (m.error().empty() ? "no error message" : m.error());

@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
   std::string coordinator, host = relora::cluster::local_hostname(), device = "cpu";
   int rendezvous_port = 0;
   double heartbeat_s = 0, rpc_timeout_s = 5, rendezvous_timeout_s = 60, collective_timeout_s = 300,
-         boundary_timeout_s = 600;
+         boundary_timeout_s = 600, stall_timeout_s = 1800;
   auto* coordinator_opt =
       app.add_option("--coordinator", coordinator, "Work for the coordinator at HOST:PORT")
           ->excludes(standalone_opt)
@@ -207,6 +207,14 @@ int main(int argc, char** argv) {
       ->needs(coordinator_opt);
   app.add_option("--boundary-timeout", boundary_timeout_s, "Seconds to wait for the coordinator at a cycle boundary")
       ->check(CLI::Range(1.0, 86400.0))
+      ->capture_default_str()
+      ->needs(coordinator_opt);
+  app.add_option("--stall-timeout", stall_timeout_s,
+                 "Seconds the training thread may go without progress (a step, an evaluation, a checkpoint; "
+                 "waits on the coordinator do not count); then the rank reports itself failed and the worker "
+                 "exits with status 75 for its supervisor to restart it. Keep it above --collective-timeout and "
+                 "the longest step or checkpoint save (0: no watchdog)")
+      ->check(CLI::Range(0.0, 864000.0))
       ->capture_default_str()
       ->needs(coordinator_opt);
   app.add_option("--threads", threads, "LibTorch intra-op threads (OpenBLAS keeps its own)")->check(CLI::Range(0, 256));
@@ -304,6 +312,7 @@ int main(int argc, char** argv) {
     options.rendezvous_timeout = from_seconds(rendezvous_timeout_s);
     options.collective_timeout = from_seconds(collective_timeout_s);
     options.boundary_timeout = from_seconds(boundary_timeout_s);
+    options.stall_timeout = from_seconds(stall_timeout_s);
     options.metrics_registry = metrics ? &metrics->registry() : nullptr;
     options.process_metrics = process_metrics.get();
     return run_cluster(std::move(options));

@@ -174,6 +174,7 @@ TEST(ClusterRemoteCycleController, AStopCommandEndsTheRunWithItsReasonAndNoAckno
   RemoteCycleController c(sink, "job-1", 0, 5s);
   auto reached = std::async(std::launch::async, [&] { return c.at_boundary(kCycleEnd7); });
   sink.wait_for(1);
+  EXPECT_TRUE(c.waiting_on_coordinator());
   CoordinatorMessage stop;
   stop.mutable_command()->set_job_id("job-1");
   stop.mutable_command()->set_step(7);
@@ -184,6 +185,7 @@ TEST(ClusterRemoteCycleController, AStopCommandEndsTheRunWithItsReasonAndNoAckno
   stop.mutable_command()->set_reason("regrouping onto 2 workers from the checkpoint at step 7");
   c.deliver(stop);
   const train::CycleCommand cmd = reached.get();
+  EXPECT_FALSE(c.waiting_on_coordinator());
   EXPECT_TRUE(cmd.stop);
   EXPECT_TRUE(cmd.checkpoint);
   EXPECT_FALSE(cmd.merge);

@@ -11,6 +11,8 @@
   checkpoint and completes with the same curve; the finished job is not run again. (The default,
   a run adopted without retraining a step, is in zero_loss_e2e.py.)
 - max_restarts: with cluster.max_restarts 0 a lost rank fails the job, saying why.
+- Stall watchdog: a training thread blocked outside any collective makes its worker report the
+  rank failed and exit (75); the job restarts from its checkpoint on another worker.
 """
 import json
 import os
@@ -198,6 +200,29 @@ class WorkerFaults(FaultTestCase):
         finally:
             if getattr(self, "frozen", None):
                 self.frozen.send_signal(signal.SIGCONT)
+            cluster.close()
+
+    def test_a_stalled_training_thread_fails_its_rank_and_the_job_restarts(self):
+        # RELORA_FAILPOINT=train-hang@12 blocks the training thread before step 13, outside any
+        # collective (world 1 has none): only the stall watchdog can notice. The worker reports
+        # the rank failed (retryable) and exits with status 75; the job restarts from its
+        # checkpoint on the next worker and completes.
+        cluster = Cluster(self.root, workers=0, worker_args=("--stall-timeout", "3"))
+        try:
+            hung = cluster.start_worker(env={"RELORA_FAILPOINT": "train-hang@12"})
+            self.wait_workers(cluster, 1)
+            job, ckpt = self.write_job("stall", workers=1, grad_accum=2)
+            job_id = cluster.cli_json("submit", job)["job_id"]
+            self.assertEqual(hung.wait(timeout=120), 75)
+            cluster.start_worker()
+            status = self.watch_to_completion(cluster, job_id)
+            self.assertEqual(status["restarts"], 1)
+            restarting = [e["message"] for e in self.events(cluster, job_id) if e["kind"] == "restarting"]
+            self.assertEqual(len(restarting), 1, restarting)
+            self.assertIn("stalled: the training thread made no progress for", restarting[0])
+            self.assertIn("at step 12", restarting[0])
+            self.assertEqual(steps_logged(ckpt), list(range(1, STEPS + 1)))
+        finally:
             cluster.close()
 
     def test_worker_roots_reject_a_job_that_reaches_outside_them(self):

@@ -1,6 +1,8 @@
 #include "worker/cluster/cluster_worker.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
 
@@ -9,6 +11,7 @@
 #include "common/job_spec.h"
 #include "worker/cluster/job_reporter.h"
 #include "worker/cluster/remote_cycle_controller.h"
+#include "worker/cluster/stall_watchdog.h"
 #include "worker/distributed/error_message.h"
 #include "worker/distributed/group_data_parallel.h"
 #include "worker/distributed/process_group.h"
@@ -187,6 +190,27 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
     topts.controller = &controller;
     topts.device = torch::Device(options_.device);
     reporter.install(topts);
+    // Every sign of life of the training thread feeds the stall watchdog once training runs.
+    std::atomic<StallWatchdog*> watchdog{nullptr};
+    auto beat = [&watchdog](const char* where, int64_t step) {
+      if (StallWatchdog* w = watchdog.load()) w->beat(where, step);
+    };
+    topts.on_step = [report = topts.on_step, beat](const train::StepReport& r) {
+      beat("a finished step", r.step);
+      report(r);
+    };
+    topts.on_eval = [report = topts.on_eval, beat](const train::EvalReport& r) {
+      beat("an evaluation", r.step);
+      report(r);
+    };
+    topts.on_event = [report = topts.on_event, beat](int64_t step, const std::string& text) {
+      beat("a training event", step);
+      report(step, text);
+    };
+    topts.on_checkpoint = [report = topts.on_checkpoint, beat](int64_t step, const std::string& path) {
+      beat("a checkpoint", step);
+      report(step, path);
+    };
     // The previous job's series go first: a restarted job comes back with the same labels, and
     // its counters start again from 0 (Prometheus counts that as a counter reset).
     last_job_metrics_.reset();
@@ -231,7 +255,12 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
       build();
     }
     retryable = true;
+    StallWatchdog stall_watchdog(
+        options_.stall_timeout, [&controller] { return controller.waiting_on_coordinator(); },
+        [this, &a](const std::string& what) { report_stall_and_exit(a, what); });
+    watchdog = &stall_watchdog;
     const train::TrainSummary summary = trainer->run();
+    watchdog = nullptr;
     ok = summary.completed;
     if (!ok) error = controller.stopping() ? controller.stop_reason() : "stopped before the last step";
     if (rank == 0) summary_json = summary.to_json().dump();
@@ -262,6 +291,24 @@ void ClusterWorker::run_assignment(const relora::v1::Assignment& a) {
   }
   spdlog::info("job {}: rank {} {}; waiting for the next assignment", job, rank,
                ok ? "completed" : "ended: " + error);
+}
+
+void ClusterWorker::report_stall_and_exit(const relora::v1::Assignment& a, const std::string& what) {
+  spdlog::critical("job {}: rank {}: {}; reporting this rank failed and exiting with status {} so that the "
+                   "worker's supervisor restarts it",
+                   a.job_id(), a.rank(), what, kStalledExitCode);
+  relora::v1::WorkerMessage msg;
+  auto* f = msg.mutable_finished();
+  f->set_job_id(a.job_id());
+  f->set_rank(a.rank());
+  f->set_ok(false);
+  f->set_error("stalled: " + what);
+  f->set_retryable(true);  // the run's failure, not the input's: restart as for a lost worker
+  f->set_worker_exiting(true);
+  client_->send(msg);
+  client_->stop(std::chrono::seconds(5));  // delivers it, then closes the stream
+  spdlog::shutdown();
+  std::_Exit(kStalledExitCode);
 }
 
 }  // namespace relora::cluster

@@ -73,6 +73,9 @@ namespace relora::cluster {
 
 class RemoteCycleController;
 
+// Exit status of a worker whose training thread stalled (EX_TEMPFAIL: try again).
+constexpr int kStalledExitCode = 75;
+
 struct ClusterWorkerOptions {
   CoordinatorClientOptions client;
   // Where this worker trains (TrainerOptions::device): "cpu" (Gloo between the ranks) or "cuda:N"
@@ -88,6 +91,12 @@ struct ClusterWorkerOptions {
   // The other ranks wait this long for rank 0 to prepare the data (a tokenizer may be trained).
   std::chrono::milliseconds data_timeout{std::chrono::minutes(30)};
   std::chrono::milliseconds progress_interval{std::chrono::seconds(1)};
+  // A training thread with no progress (step, evaluation, checkpoint, event) for this long while
+  // not waiting on the coordinator is stuck: the rank reports itself failed (retryable: the job
+  // restarts as for a lost worker) and the process exits with kStalledExitCode, so that its
+  // supervisor restarts it (a thread stuck in native code cannot be stopped otherwise). Must
+  // exceed the longest step, evaluation or checkpoint save. 0: no watchdog.
+  std::chrono::milliseconds stall_timeout{std::chrono::minutes(30)};
   // One gradient all-reduce, or one reduce-scatter / all-gather bucket of a sharded optimizer.
   int64_t bucket_bytes = int64_t{25} << 20;
   // Each job's Prometheus series (labels job_id, rank, worker) go here; nullptr: no metrics.
@@ -122,6 +131,8 @@ class ClusterWorker {
   void on_message(const relora::v1::CoordinatorMessage& msg);
   void on_connected();
   void run_assignment(const relora::v1::Assignment& assignment);
+  // The stall watchdog fired (its own thread): report the rank failed, flush, end the process.
+  [[noreturn]] void report_stall_and_exit(const relora::v1::Assignment& a, const std::string& what);
 
   // Constant after construction.
   const ClusterWorkerOptions options_;

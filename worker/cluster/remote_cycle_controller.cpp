@@ -149,6 +149,11 @@ int64_t RemoteCycleController::resumed_step() const {
   return resumed_step_;
 }
 
+bool RemoteCycleController::waiting_on_coordinator() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return pending_.has_value();
+}
+
 void RemoteCycleController::resend_pending() {
   std::optional<relora::v1::WorkerMessage> msg;
   {

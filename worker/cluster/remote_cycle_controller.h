@@ -56,6 +56,8 @@ class RemoteCycleController final : public train::CycleController {
   std::string stop_reason() const;
   // The newest boundary step the coordinator resumed this rank from (-1: none yet).
   int64_t resumed_step() const;
+  // True while the training thread waits for a command or Resume (the boundary timeout bounds it).
+  bool waiting_on_coordinator() const;
   // With world > 1: stop_requested() reports the ranks' agreed vote instead of the local flag.
   void set_group_stop(std::function<bool()> agreed) { group_stop_ = std::move(agreed); }
   // Sends again the boundary or acknowledgement being waited on (its answer may have been lost

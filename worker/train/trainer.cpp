@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include "common/cycle_plan.h"
+#include "common/failpoint.h"
 #include "common/job_spec.h"
 #include "worker/model/torch_compat.h"
 #include "worker/train/export.h"
@@ -293,6 +294,7 @@ TrainSummary Trainer::run() {
       stopped = true;
       break;
     }
+    hang_at_failpoint("train-hang", counters_.step);  // tests of the stall watchdog
     const auto t0 = Clock::now();
     const StepResult result = train_step();
     const double loss = result.loss;
