@@ -101,6 +101,22 @@ class FaultTestCase(unittest.TestCase):
             time.sleep(0.05)
         self.fail("the job never wrote a checkpoint")
 
+    def ranks_stopped_at(self, ckpt, step, timeout=60):
+        """True once metrics.jsonl ends at `step` and stays there for a second (the ranks wait at
+        the boundary after it); False after `timeout`."""
+        deadline = time.time() + timeout
+        since = None
+        while time.time() < deadline:
+            logged = steps_logged(ckpt) if os.path.exists(os.path.join(ckpt, "metrics.jsonl")) else []
+            if logged and logged[-1] == step:
+                since = since or time.time()
+                if time.time() - since >= 1.0:
+                    return True
+            else:
+                since = None
+            time.sleep(0.05)
+        return False
+
     def run_reference(self, cluster, workers, grad_accum, **job_args):
         """The job uninterrupted, to completion; returns its job id and checkpoint directory."""
         ref_job, ref_ckpt = self.write_job("reference", workers=workers, grad_accum=grad_accum, **job_args)

@@ -31,6 +31,15 @@ def runs_of(events):
 
 
 class ZeroLoss(FaultTestCase):
+    def start_in_first_cycle(self, cluster, name):
+        """Runs the uninterrupted reference, then submits the job and waits until it trains inside
+        its first cycle (steps 8..19 of 4..24); returns the job id, its checkpoint directory, the
+        reference's and the step reached."""
+        _, ref_ckpt = self.run_reference(cluster, workers=2, grad_accum=1, cycle_steps=CYCLE)
+        job, ckpt = self.write_job(name, workers=2, grad_accum=1, cycle_steps=CYCLE)
+        job_id = cluster.cli_json("submit", job)["job_id"]
+        return job_id, ckpt, ref_ckpt, self.wait_step(cluster, job_id, 8, 20)
+
     def wait_step(self, cluster, job_id, at_least, below):
         """Polls until the job's reported step is in [at_least, below); returns it."""
         deadline = time.time() + 120
@@ -41,23 +50,6 @@ class ZeroLoss(FaultTestCase):
             self.assertLess(step, below, f"the job passed step {below} before the fault")
             time.sleep(0.02)
         self.fail(f"the job never reached step {at_least}")
-
-    def wait_ranks_at(self, ckpt, step):
-        """Waits until metrics.jsonl ends at `step` and stays there for a second: the ranks wait at
-        the boundary after it."""
-        deadline = time.time() + 60
-        stable_since = None
-        while time.time() < deadline:
-            logged = steps_logged(ckpt) if os.path.exists(os.path.join(ckpt, "metrics.jsonl")) else []
-            if logged and logged[-1] == step:
-                stable_since = stable_since or time.time()
-                if time.time() - stable_since >= 1.0:
-                    return
-            else:
-                self.assertTrue(not logged or logged[-1] < step, f"trained past step {step}: {logged[-3:]}")
-                stable_since = None
-            time.sleep(0.05)
-        self.fail(f"the ranks never stopped at step {step}")
 
     def assert_adopted_without_retraining(self, cluster, job_id, ckpt, ref_ckpt, note):
         status = self.watch_to_completion(cluster, job_id)
@@ -80,10 +72,7 @@ class ZeroLoss(FaultTestCase):
     def test_coordinator_killed_mid_cycle_is_reattached_without_retraining(self):
         cluster = Cluster(self.root, workers=2)
         try:
-            _, ref_ckpt = self.run_reference(cluster, workers=2, grad_accum=1, cycle_steps=CYCLE)
-            job, ckpt = self.write_job("mid-cycle", workers=2, grad_accum=1, cycle_steps=CYCLE)
-            job_id = cluster.cli_json("submit", job)["job_id"]
-            killed_at = self.wait_step(cluster, job_id, 8, 20)  # inside the first cycle (4..24)
+            job_id, ckpt, ref_ckpt, killed_at = self.start_in_first_cycle(cluster, "mid-cycle")
             cluster.kill_coordinator()
             time.sleep(DOWNTIME)  # the ranks train on to the boundary at 24 and wait there
             cluster.start_coordinator()
@@ -95,13 +84,10 @@ class ZeroLoss(FaultTestCase):
     def test_coordinator_killed_while_the_ranks_wait_at_a_boundary_is_reattached(self):
         cluster = Cluster(self.root, workers=2)
         try:
-            _, ref_ckpt = self.run_reference(cluster, workers=2, grad_accum=1, cycle_steps=CYCLE)
-            job, ckpt = self.write_job("at-boundary", workers=2, grad_accum=1, cycle_steps=CYCLE)
-            job_id = cluster.cli_json("submit", job)["job_id"]
-            self.wait_step(cluster, job_id, 8, 20)
+            job_id, ckpt, ref_ckpt, _ = self.start_in_first_cycle(cluster, "at-boundary")
             # Frozen, the coordinator collects no boundary: the ranks stop at 24 and wait for it.
             cluster.coordinator.send_signal(signal.SIGSTOP)
-            self.wait_ranks_at(ckpt, 24)
+            self.assertTrue(self.ranks_stopped_at(ckpt, 24), "the ranks never stopped at step 24")
             cluster.coordinator.send_signal(signal.SIGKILL)
             cluster.coordinator.wait()
             time.sleep(DOWNTIME)

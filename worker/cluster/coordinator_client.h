@@ -73,6 +73,11 @@ class CoordinatorClient final : public MessageSink {
   // thread. Idempotent.
   void stop(std::chrono::milliseconds flush_timeout = std::chrono::seconds(5));
 
+  // Queues `msg` for the coordinator, in order, across reconnects. While the coordinator is away
+  // (restarting, say) a droppable message (a progress report: the next one supersedes it) is
+  // dropped; the others wait for the next stream. What waits is bounded by the protocol, not a
+  // cap: a run trains on only to its next cycle boundary and waits there, so at most one cycle's
+  // events and checkpoint reports queue up.
   void send(relora::v1::WorkerMessage msg, bool droppable = false) override;
 
   std::string worker_id() const;
