@@ -61,6 +61,12 @@ void keep_freed_host_memory() {
 #endif
 }
 
+void release_free_host_memory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
+
 void configure_process(int intra_op_threads) {
   configure_threads(intra_op_threads);
   keep_freed_host_memory();
