@@ -76,6 +76,7 @@ class ReloraLinearImpl : public torch::nn::Cloneable<ReloraLinearImpl> {
   // its own rank's generator, so that ranks running as threads of one process do not share a
   // stream and a checkpoint can save and restore each rank's exactly.
   void set_dropout_generator(std::optional<at::Generator> gen) { dropout_gen_ = std::move(gen); }
+  const std::optional<at::Generator>& dropout_generator() const { return dropout_gen_; }
 
   int64_t in_features() const { return in_features_; }
   int64_t out_features() const { return out_features_; }

@@ -68,6 +68,20 @@ inline bool autocast_enabled(const c10::Device& device) {
 #endif
 }
 
+// While alive, autocast caches no casts (the switch exists in 1.13 and 2.x). Autocast keeps the
+// bf16 cast of a trainable leaf (A, B) until it is switched off, for reuse; a cast made without
+// grad (a checkpointed forward) carries no gradient back to its master and must not be kept.
+class AutocastCacheOff {
+ public:
+  AutocastCacheOff() : was_(at::autocast::is_autocast_cache_enabled()) { at::autocast::set_autocast_cache_enabled(false); }
+  ~AutocastCacheOff() { at::autocast::set_autocast_cache_enabled(was_); }
+  AutocastCacheOff(const AutocastCacheOff&) = delete;
+  AutocastCacheOff& operator=(const AutocastCacheOff&) = delete;
+
+ private:
+  bool was_;
+};
+
 // Singular values of a matrix, descending. ATen's function, present in 1.13 and 2.x: LibTorch
 // 2.11's wheel does not put torch/linalg.h (torch::linalg::svdvals) on its include path.
 inline torch::Tensor singular_values(const torch::Tensor& m) { return at::linalg_svdvals(m); }

@@ -86,6 +86,7 @@ Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
   model_->init_weights(seed);
   model_->to(options_.device);
   model_->train();
+  model_->set_activation_checkpointing(spec_.training().activation_checkpointing());
   dropout_gen_ = model::compat::make_device_generator(options_.device, seed);
   for (auto& [name, linear] : model_->relora_linears()) linear->set_dropout_generator(dropout_gen_);
 
