@@ -199,8 +199,8 @@ TEST(JobSpec, ModelWithoutPresetNeedsEveryDimension) {
 TEST(JobSpec, ModelShapeErrors) {
   std::string y = kMinimal;
   EXPECT_THAT(error_of(y + "model:\n"), HasSubstr("duplicate field 'model'"));
-  y.replace(y.find("  preset: nano"), 14, "  preset: 7b");
-  EXPECT_THAT(error_of(y), AllOf(StartsWith("model.preset: unknown preset '7b'"), HasSubstr("nano, micro, 60m")));
+  y.replace(y.find("  preset: nano"), 14, "  preset: 13b");
+  EXPECT_THAT(error_of(y), AllOf(StartsWith("model.preset: unknown preset '13b'"), HasSubstr("nano, micro, 60m")));
   y = kMinimal;
   y.replace(y.find("  preset: nano"), 14, "  preset: nano\n  num_heads: 3");
   EXPECT_THAT(error_of(y), StartsWith("model.hidden_size: 128 is not divisible by model.num_heads 3"));

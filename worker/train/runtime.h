@@ -60,6 +60,9 @@ struct DeviceMemory {
 DeviceMemory device_memory(c10::Device device);
 void reset_device_memory_peak(c10::Device device);
 
+// What a job may use on `device`: the free device memory of a CUDA device (its context is set up
+// to ask), the physical memory of the host for the CPU. 0 when it cannot be read.
+int64_t usable_memory_bytes(c10::Device device);
 
 // Best FLOP/s of a few 2048x2048 matrix products in `dtype` on `device`: the peak that
 // utilisation figures (MFU) divide by, measured on the machine that trains. Takes ~0.5 s on a CPU.
