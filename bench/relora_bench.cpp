@@ -199,7 +199,7 @@ int main(int argc, char** argv) {
   int world = 1;
   std::string profile_out;
   app.add_option("--config", config, "quick, micro, 60m, 1b3-l8 (1.3B layer shape, 8 layers) or 1b3");
-  app.add_option("--preset", preset, "a model preset (nano, micro, 60m, ..., 1b3) instead of --config");
+  app.add_option("--preset", preset, "a model preset (nano, micro, 60m, ..., 1b3, 3b, 7b) instead of --config");
   app.add_option("--hidden", over.hidden);
   app.add_option("--layers", over.layers);
   app.add_option("--heads", over.heads);
