@@ -16,15 +16,18 @@ import sys
 import tempfile
 
 TARGET_GIB = 7.0
-# (dtype, whether it is the target): fp32 is measured beside it for reference with --with-fp32.
-RUNS = (("bf16", True), ("fp32", False))
+# (dtype, activation checkpointing, whether it is held to the target): bf16 with and without
+# checkpointing; fp32 is measured beside them for reference with --with-fp32.
+RUNS = (("bf16", False, True), ("bf16", True, True), ("fp32", False, False))
 
 
-def measure(bench_bin, dtype, steps, warmup, timeout):
+def measure(bench_bin, dtype, checkpointing, steps, warmup, timeout):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "run.json")
         cmd = [bench_bin, "--config", "1b3", "--mode", "relora", "--dtype", dtype, "--threads", "2",
                "--warmup-steps", str(warmup), "--steps", str(steps), "--no-peak", "--json", out]
+        if checkpointing:
+            cmd.append("--activation-checkpointing")
         env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
         print("$ " + " ".join(cmd), flush=True)
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -44,12 +47,12 @@ def main():
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     results, failed = [], False
-    for dtype, is_target in RUNS:
+    for dtype, checkpointing, is_target in RUNS:
         if not is_target and not args.with_fp32:
             continue
-        r = measure(args.bench_bin, dtype, args.steps, args.warmup_steps, args.timeout)
+        r = measure(args.bench_bin, dtype, checkpointing, args.steps, args.warmup_steps, args.timeout)
         gib = r["peak_rss_bytes"] / 2**30
-        row = {"dtype": dtype, "peak_rss_bytes": r["peak_rss_bytes"], "peak_rss_gib": round(gib, 3),
+        row = {"dtype": dtype, "activation_checkpointing": checkpointing, "peak_rss_bytes": r["peak_rss_bytes"], "peak_rss_gib": round(gib, 3),
                "optimizer_steps": len(r.get("step_seconds", [])), "tokens_per_second": r.get("tokens_per_second"),
                "trainable_parameters": r.get("trainable_parameters"), "total_parameters": r.get("total_parameters")}
         if is_target:
@@ -58,8 +61,10 @@ def main():
             failed |= gib > TARGET_GIB
         results.append(row)
         verdict = f" (target <= {TARGET_GIB:.1f} GiB: {row['verdict']})" if is_target else ""
-        print(f"1b3 relora {dtype}: peak RSS {gib:.2f} GiB after {row['optimizer_steps']} optimizer steps"
-              f"{verdict}", flush=True)
+        label = dtype + (", activation checkpointing" if checkpointing else "")
+        est = r.get("estimate", {}).get("peak_bytes")
+        print(f"1b3 relora {label}: peak RSS {gib:.2f} GiB after {row['optimizer_steps']} optimizer steps"
+              + (f" (dry-run estimate {est / 2**30:.2f} GiB)" if est else "") + verdict, flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
