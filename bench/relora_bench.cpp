@@ -41,6 +41,7 @@
 #include "common/crash_handler.h"
 #include "bench/bench_support.h"
 #include "common/job_spec.h"
+#include "common/memory_estimate.h"
 #include "common/model_presets.h"
 #include "common/text_file.h"
 #include "worker/distributed/group_data_parallel.h"
@@ -198,7 +199,7 @@ int main(int argc, char** argv) {
   int world = 1;
   std::string profile_out;
   app.add_option("--config", config, "quick, micro, 60m, 1b3-l8 (1.3B layer shape, 8 layers) or 1b3");
-  app.add_option("--preset", preset, "a model preset (nano, micro, 60m, ..., 1b3) instead of --config");
+  app.add_option("--preset", preset, "a model preset (nano, micro, 60m, ..., 1b3, 3b, 7b) instead of --config");
   app.add_option("--hidden", over.hidden);
   app.add_option("--layers", over.layers);
   app.add_option("--heads", over.heads);
@@ -221,6 +222,8 @@ int main(int argc, char** argv) {
   app.add_option("--json", json_out, "write the figures here");
   app.add_flag("--peak-only", peak_only, "only measure the matrix-product peaks");
   app.add_flag("--no-peak", no_peak, "skip the matrix-product peak measurement");
+  bool activation_checkpointing = false;
+  app.add_flag("--activation-checkpointing", activation_checkpointing, "training.activation_checkpointing: true");
   app.add_option("--profile", profile_out, "write a chrome://tracing profile of the timed steps here");
   CLI11_PARSE(app, argc, argv);
 
@@ -308,6 +311,7 @@ int main(int argc, char** argv) {
       spec.mutable_cluster()->set_shard_optimizer(shard_optimizer);
       spec.mutable_cluster()->set_shard_frozen_weights(shard_frozen);
     }
+    spec.mutable_training()->set_activation_checkpointing(activation_checkpointing);
     relora::resolve_job_spec(spec);
     relora::validate_job_spec(spec);
 
@@ -405,6 +409,12 @@ int main(int argc, char** argv) {
     out["executed_flops_per_token"] = f.executed;
     out["executed_flops_per_second"] = f.executed * tok_s;
     out["peak_rss_bytes"] = rss;
+    // What relora-worker --dry-run says about this spec (common/memory_estimate.h), to compare.
+    const auto estimate = relora::estimate_memory(spec);
+    out["estimate"] = {{"peak_bytes", estimate.peak_bytes},       {"weight_bytes", estimate.weight_bytes},
+                       {"gradient_bytes", estimate.gradient_bytes}, {"optimizer_bytes", estimate.optimizer_bytes},
+                       {"activation_bytes", estimate.activation_bytes}, {"runtime_bytes", estimate.runtime_bytes},
+                       {"flops_per_token", estimate.flops_per_token}};
     out["first_loss"] = losses.empty() ? 0.0 : losses.front();
     out["final_loss"] = losses.empty() ? 0.0 : losses.back();
     if (!no_peak) {

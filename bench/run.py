@@ -294,6 +294,8 @@ def main():
             # The 1b3 preset (the paper's 1.3B) in relora mode: does it train here?
             b = best(r.runs, "ours", "1b3-l8", "relora", "fp32")
             r.run("ours", "1b3", "relora", "fp32", b["thread_setting"] if b else "1", steps("1b3"))
+            # The CPU memory target (target 7): the same with the frozen W stored in bf16.
+            r.run("ours", "1b3", "relora", "bf16", "2", steps("1b3"))
             acceptance = {"ratio_config": "1b3-l8", "shape_config": "1b3-l8", "big": "1b3"}
         peaks += r.peaks("end")
         finished, load_end = now(), load_average()
@@ -437,6 +439,10 @@ def main():
         targets.append({"id": "5", "what": "1b3 preset trains in relora mode (>= 3 optimizer steps, mb 1, seq 256)",
                         "value": big.get("optimizer_steps"), "target": ">= 3 steps",
                         "verdict": verdict(big.get("optimizer_steps"), 3, True)})
+        rss = res(best(r.runs, "ours", acceptance["big"], "relora", "bf16"), "peak_rss_bytes")
+        gib = rss / 2**30 if rss else None
+        targets.append({"id": "7", "what": "1b3 preset, relora bf16 (frozen W in bf16): peak RSS GiB, mb 1, seq 256",
+                        "value": gib, "target": "<= 7.0", "verdict": verdict(gib, 7.0, False)})
 
     summary = {"started": started, "finished": finished, "load_average_start": load_start,
                "load_average_end": load_end, "machine": machine_start, "quick": args.quick,

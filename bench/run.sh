@@ -2,6 +2,8 @@
 # The benchmark in one command (docs/benchmarks.md):
 #   bench/run.sh            all configurations, ours and eager PyTorch: bench/results/results.{json,md}
 #   bench/run.sh --quick    a tiny configuration, a couple of steps (the smoke test)
+#   bench/run.sh --memory-target [--with-fp32]   only the CPU memory target: 1b3 relora bf16 peak
+#                           RSS against 7.0 GiB (bench/memory_target.py; a few minutes)
 # Builds relora-bench in build/ (scripts/build.sh's tree; RELORA_BENCH_BUILD_DIR overrides) unless
 # --bench-bin is given; a missing tree is set up first (scripts/setup.sh, Release).
 # Other options go to bench/run.py (--out DIR, --no-eager, --python PATH, --timeout S).
@@ -10,14 +12,17 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 quick=0
 have_bin=0
+memory=0
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
+    --memory-target) memory=1 ;;
     --bench-bin|--bench-bin=*) have_bin=1 ;;
   esac
 done
 
-args=("$@")
+args=()
+for arg in "$@"; do [[ $arg != --memory-target ]] && args+=("$arg"); done
 if [[ $have_bin == 0 ]]; then
   build="${RELORA_BENCH_BUILD_DIR:-$root/build}"
   if [[ ! -f "$build/CMakeCache.txt" ]]; then
@@ -28,6 +33,10 @@ if [[ $have_bin == 0 ]]; then
   fi
   cmake --build "$build" --target relora-bench
   args+=(--bench-bin "$build/bench/relora-bench")
+fi
+
+if [[ $memory == 1 ]]; then
+  exec /usr/bin/python3 "$root/bench/memory_target.py" "${args[@]}"
 fi
 
 # The eager baseline runs on Debian's PyTorch (python3-torch, the same LibTorch 1.13 build), which

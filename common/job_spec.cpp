@@ -407,6 +407,7 @@ void resolve_job_spec(relora::v1::JobSpec& spec) {
   if (!t.has_adam_beta2()) t.set_adam_beta2(0.999);
   if (!t.has_adam_eps()) t.set_adam_eps(1e-8);
   if (!t.has_log_every_steps()) t.set_log_every_steps(0);
+  if (!t.has_activation_checkpointing()) t.set_activation_checkpointing(false);
   if (have_steps && !t.has_warmup_steps()) {
     // Capped at steps - 1 (warmup must end before training does) and, for ReLoRA, at the cycle
     // length (the jagged schedule needs the first warmup inside the first cycle).

@@ -1,9 +1,11 @@
 // relora-worker: runs ReLoRA training.
 //   relora-worker --standalone JOB.yaml [--summary-json PATH]   the whole job in this process
 //   relora-worker --export CHECKPOINT --out DIR                  a merged Hugging Face model
+//   relora-worker --dry-run JOB.yaml [--device cpu|cuda:N]       parameters, FLOPs, memory per rank
 //   relora-worker --coordinator HOST:PORT [--host NAME] [--device cpu|cuda:N] [--token-file F] [--tls-ca F]
 //                                                                a cluster worker, until SIGINT/SIGTERM
-// Exit codes: 0 success, 2 bad input (job spec, flags, files), 1 training failed.
+// Exit codes: 0 success, 2 bad input (job spec, flags, files), 1 training failed, 3 (--dry-run) the
+// job does not fit the device.
 #include <signal.h>
 #include <unistd.h>
 
@@ -20,6 +22,7 @@
 #include "common/crash_handler.h"
 #include "common/grpc_security.h"
 #include "common/job_spec.h"
+#include "common/memory_estimate.h"
 #include "common/metrics_server.h"
 #include "common/text_file.h"
 #include "worker/cluster/health_server.h"
@@ -90,6 +93,35 @@ int run_standalone(const std::string& job_path, const std::string& summary_path,
   }
   std::cout << json.dump(2) << std::endl;
   return summary.completed ? 0 : 1;
+}
+
+// Nothing of the model is allocated: the estimate comes from the spec (common/memory_estimate.h).
+int run_dry_run(const std::string& job_path, const std::string& device_name) {
+  relora::v1::JobSpec spec;
+  try {
+    spec = relora::load_job_spec_file(job_path);
+  } catch (const relora::JobSpecError& e) {
+    spdlog::error("{}", e.what());
+    return 2;
+  }
+  const torch::Device device(device_name);
+  const auto estimate = relora::estimate_memory(spec, device.is_cuda());
+  const int64_t usable = relora::train::usable_memory_bytes(device);
+  const std::string where = device.is_cuda() ? device_name + " (free device memory)" : "cpu (physical memory)";
+  std::cout << "job '" << spec.name() << "': " << spec.relora().mode() << ", " << spec.training().dtype() << ", "
+            << spec.model().num_layers() << " layers x hidden " << spec.model().hidden_size() << ", micro-batch "
+            << spec.training().micro_batch_size() << " x " << spec.data().seq_len() << " tokens"
+            << (spec.training().activation_checkpointing() ? ", activation checkpointing" : "") << "\n"
+            << relora::describe_memory_estimate(estimate, usable, where) << std::flush;
+  if (usable > 0 && estimate.peak_bytes > usable) {
+    spdlog::error("job '{}' does not fit {}: it needs about {:.2f} GiB per rank, {:.2f} GiB are there (short by "
+                  "{:.2f} GiB); try bf16, relora mode, activation checkpointing, a smaller micro-batch or more ranks "
+                  "with cluster.shard_optimizer / cluster.shard_frozen_weights",
+                  spec.name(), where, estimate.peak_bytes / 1073741824.0, usable / 1073741824.0,
+                  (estimate.peak_bytes - usable) / 1073741824.0);
+    return 3;
+  }
+  return 0;
 }
 
 int run_export(const std::string& checkpoint_path, const std::string& out_dir) {
@@ -166,6 +198,13 @@ int main(int argc, char** argv) {
                          ->check(CLI::ExistingPath)
                          ->excludes(standalone_opt);
   app.add_option("--out", export_out, "Output directory of --export")->needs(export_opt);
+  std::string dry_run;
+  auto* dry_run_opt = app.add_option("--dry-run", dry_run,
+                                     "Print JOB.yaml's parameters, FLOPs and per-rank memory estimate against the "
+                                     "device's memory, allocating nothing (exit 3 if it does not fit)")
+                          ->check(CLI::ExistingFile)
+                          ->excludes(standalone_opt)
+                          ->excludes(export_opt);
 
   std::string coordinator, host = relora::cluster::local_hostname(), device = "cpu";
   int rendezvous_port = 0;
@@ -187,8 +226,7 @@ int main(int argc, char** argv) {
   // repeating the whole argument list.
   app.add_option("--device", device, "Where to train: cpu, or cuda:N in CUDA builds (NCCL between ranks)")
       ->envname("RELORA_DEVICE")
-      ->capture_default_str()
-      ->needs(coordinator_opt);
+      ->capture_default_str();
   app.add_option("--heartbeat-interval", heartbeat_s, "Seconds between heartbeats (0: the coordinator's)")
       ->check(CLI::Range(0.0, 3600.0))
       ->needs(coordinator_opt);
@@ -253,9 +291,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   try {
     app.parse(argc, argv);
-    if (standalone.empty() && export_ckpt.empty() && coordinator.empty())
-      throw CLI::RequiredError("--standalone, --export or --coordinator");
-    if (!coordinator.empty()) {
+    if (!dry_run.empty() && !coordinator.empty())
+      throw CLI::ValidationError("--dry-run", "excludes --coordinator");
+    if (standalone.empty() && export_ckpt.empty() && coordinator.empty() && dry_run.empty())
+      throw CLI::RequiredError("--standalone, --export, --coordinator or --dry-run");
+    if (!coordinator.empty() || !dry_run.empty()) {
       try {
         if (torch::Device(device).is_cuda() && !torch::cuda::is_available())
           throw CLI::ValidationError("--device", device + ": this build or machine has no CUDA device");
@@ -269,6 +309,7 @@ int main(int argc, char** argv) {
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  if (!dry_run.empty()) return run_dry_run(dry_run, device);
   std::unique_ptr<relora::MetricsServer> metrics;
   std::shared_ptr<relora::metrics::WorkerProcessMetrics> process_metrics;
   std::unique_ptr<relora::cluster::HealthServer> health;

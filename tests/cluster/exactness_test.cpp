@@ -132,3 +132,38 @@ INSTANTIATE_TEST_SUITE_P(FrozenWeightsSharded, Exactness,
 
 }  // namespace
 }  // namespace relora::cluster
+
+namespace relora::cluster {
+namespace {
+
+// training.dtype bf16 with frozen-weight sharding: each rank keeps its rows of the bf16 W and
+// rounds its own rows at each merge with bits fixed by (seed, element index), so the ranks end
+// bit-identical, and the run tracks one rank accumulating the same samples to bf16 accuracy (the
+// summation order differs, and a merge may round an element the other way).
+TEST(FrozenWeightsShardedBf16, TwoRanksEndBitIdenticalAndTrackOneRank) {
+  TempDir one_dir, two_dir;
+  auto one_spec = layout(1, false, one_dir.path());
+  one_spec.mutable_training()->set_dtype("bf16");
+  train::TrainerOptions options;
+  options.export_model = false;
+  train::Trainer one(one_spec, options);
+  const auto reference = one.run();
+  ASSERT_EQ(reference.merges, 2);
+  auto two_spec = layout(2, false, two_dir.path(), /*frozen=*/true);
+  two_spec.mutable_training()->set_dtype("bf16");
+  const auto ranks = run_world(2, two_spec, {}, int64_t{25} << 20);
+  for (int r = 0; r < 2; ++r) {
+    const auto& s = ranks[r].summary;
+    ASSERT_TRUE(s.completed);
+    EXPECT_EQ(s.merges, 2);
+    EXPECT_EQ(ranks[r].checksum, ranks[0].checksum) << "rank " << r;
+    ASSERT_EQ(s.losses.size(), reference.losses.size());
+    for (size_t i = 0; i < s.losses.size(); ++i)
+      EXPECT_NEAR(s.losses[i].second, reference.losses[i].second, 2e-2 * reference.losses[i].second)
+          << "rank " << r << ", step " << i + 1;
+    EXPECT_EQ(ranks[r].frozen_elements * 2, ranks[r].frozen_elements_whole) << "rank " << r;
+  }
+}
+
+}  // namespace
+}  // namespace relora::cluster

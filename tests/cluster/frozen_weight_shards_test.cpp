@@ -49,7 +49,9 @@ TEST(ClusterFrozenWeightShards, RowsAreBalancedAndGatherRebuildsTheWholeWeightBi
 // sharded layer on each of 3 ranks against the whole layer, then a merge and a second forward.
 // Relative tolerances: the whole layer takes the fused CPU path, the sharded one the general path,
 // which round differently in bf16 (2^-8); a wrong or misplaced row would differ by O(1).
-void expect_sharded_layer_matches_whole(bool bf16, double tolerance) {
+// frozen_bf16: W stored in bf16 (training.dtype bf16), gathered as bits, merged with stochastic
+// rounding whose bits follow each element's index in the whole W.
+void expect_sharded_layer_matches_whole(bool bf16, double tolerance, bool frozen_bf16 = false) {
   const int port = find_free_port();
   torch::manual_seed(3);
   const auto x = torch::randn({2, 5, 8});
@@ -58,7 +60,9 @@ void expect_sharded_layer_matches_whole(bool bf16, double tolerance) {
     model::ReloraLinear layer(8, 12);
     torch::NoGradGuard no_grad;
     layer->weight.copy_(torch::linspace(-1, 1, 96).reshape({12, 8}));
-    layer->enable_lora({4, 8.0, 0.0}, /*seed=*/11);
+    model::LoraOptions options{4, 8.0, 0.0};
+    if (frozen_bf16) options.frozen_dtype = torch::kBFloat16;
+    layer->enable_lora(options, /*seed=*/11);
     layer->lora_B.copy_(torch::linspace(-0.5, 0.5, 48).reshape({12, 4}));
     if (shards) layer->shard_weight(shards);
     std::vector<torch::Tensor> out;
@@ -71,7 +75,8 @@ void expect_sharded_layer_matches_whole(bool bf16, double tolerance) {
       out = {y.to(torch::kFloat), xi.grad(), layer->lora_A.grad(), layer->lora_B.grad()};
     }
     layer->merge_and_reinit(/*seed=*/12);
-    out.push_back(layer->full_weight().clone());
+    EXPECT_EQ(layer->weight.scalar_type(), frozen_bf16 ? torch::kBFloat16 : torch::kFloat);
+    out.push_back(layer->full_weight().to(torch::kFloat, /*non_blocking=*/false, /*copy=*/true));
     out.push_back(layer(x));
     return out;
   };
@@ -93,6 +98,26 @@ TEST(ClusterFrozenWeightShards, ShardedLayerMatchesTheWholeLayerInFp32) { expect
 
 TEST(ClusterFrozenWeightShards, ShardedLayerMatchesTheWholeLayerUnderBf16Autocast) {
   expect_sharded_layer_matches_whole(true, 2e-2);
+}
+
+TEST(ClusterFrozenWeightShards, Bf16FrozenWeightShardedMatchesTheWholeLayer) {
+  expect_sharded_layer_matches_whole(true, 2e-2, /*frozen_bf16=*/true);
+}
+
+TEST(ClusterFrozenWeightShards, Bf16RowsGatherBitForBit) {
+  const int port = find_free_port();
+  const auto whole = torch::randn({10, 3}).to(torch::kBFloat16);
+  std::vector<torch::Tensor> gathered(3);
+  run_ranks(3, [&](int rank) {
+    DataParallelGroup group(loopback_group(port, rank, 3));
+    GroupFrozenWeightShards shards(group);
+    const auto kept = shards.rows_kept(10);
+    gathered[rank] = shards.gather(whole.slice(0, kept.begin, kept.end).clone(), 10);
+  });
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(gathered[r].scalar_type(), torch::kBFloat16);
+    EXPECT_TRUE(torch::equal(gathered[r], whole)) << "rank " << r;
+  }
 }
 
 TEST(ClusterFrozenWeightShards, OnlyAFrozenWeightCanBeSharded) {

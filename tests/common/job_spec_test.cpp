@@ -76,6 +76,7 @@ training:
   adam_beta2: 0.95
   adam_eps: 1e-8
   log_every_steps: 10
+  activation_checkpointing: true
 relora:
   mode: relora
   rank: 128
@@ -98,6 +99,7 @@ cluster: {workers: 4, backend: nccl}
   EXPECT_EQ(spec.data().train_size(), 2);
   EXPECT_FALSE(spec.data().has_tokenizer_vocab_size());  // a given tokenizer brings its own size
   EXPECT_EQ(low_rank_phase_steps(spec), 15000);
+  EXPECT_TRUE(spec.training().activation_checkpointing());
 
   const std::string json = job_spec_to_json(spec);
   EXPECT_THAT(json, HasSubstr("\"cycle_steps\""));  // snake_case names
@@ -130,6 +132,8 @@ TEST(JobSpec, DefaultsAreFilled) {
   EXPECT_DOUBLE_EQ(t.adam_beta2(), 0.999);
   EXPECT_DOUBLE_EQ(t.adam_eps(), 1e-8);
   EXPECT_TRUE(t.has_log_every_steps());
+  EXPECT_TRUE(t.has_activation_checkpointing());
+  EXPECT_FALSE(t.activation_checkpointing());
   EXPECT_EQ(t.warmup_steps(), 100);  // min(500, 1000/10), within the 250-step cycle
   const auto& r = s.relora();
   EXPECT_EQ(r.mode(), "relora");
@@ -195,8 +199,8 @@ TEST(JobSpec, ModelWithoutPresetNeedsEveryDimension) {
 TEST(JobSpec, ModelShapeErrors) {
   std::string y = kMinimal;
   EXPECT_THAT(error_of(y + "model:\n"), HasSubstr("duplicate field 'model'"));
-  y.replace(y.find("  preset: nano"), 14, "  preset: 7b");
-  EXPECT_THAT(error_of(y), AllOf(StartsWith("model.preset: unknown preset '7b'"), HasSubstr("nano, micro, 60m")));
+  y.replace(y.find("  preset: nano"), 14, "  preset: 13b");
+  EXPECT_THAT(error_of(y), AllOf(StartsWith("model.preset: unknown preset '13b'"), HasSubstr("nano, micro, 60m")));
   y = kMinimal;
   y.replace(y.find("  preset: nano"), 14, "  preset: nano\n  num_heads: 3");
   EXPECT_THAT(error_of(y), StartsWith("model.hidden_size: 128 is not divisible by model.num_heads 3"));

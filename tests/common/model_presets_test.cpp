@@ -21,6 +21,18 @@ TEST(ModelPresets, PaperSizesMatchThePaper) {
   EXPECT_EQ(b->hidden_size, 2048);
   EXPECT_EQ(b->num_heads, 32);
   EXPECT_EQ(b->intermediate_size, 5461);
+
+  auto seven = find_model_preset("7B");  // LLaMA-7B's shape
+  ASSERT_TRUE(seven.has_value());
+  EXPECT_EQ(seven->hidden_size, 4096);
+  EXPECT_EQ(seven->num_layers, 32);
+  EXPECT_EQ(seven->num_heads, 32);
+  EXPECT_EQ(seven->intermediate_size, 11008);
+  auto three = find_model_preset("3b");  // OpenLLaMA 3B's shape
+  ASSERT_TRUE(three.has_value());
+  EXPECT_EQ(three->hidden_size, 3200);
+  EXPECT_EQ(three->num_layers, 26);
+  EXPECT_EQ(three->intermediate_size, 8640);
 }
 
 TEST(ModelPresets, SmallPresets) {
@@ -40,13 +52,13 @@ TEST(ModelPresets, SmallPresets) {
 TEST(ModelPresets, NamesAreCaseInsensitiveAndUnknownIsNullopt) {
   EXPECT_TRUE(find_model_preset("60M").has_value());
   EXPECT_TRUE(find_model_preset("1B3").has_value());
-  EXPECT_FALSE(find_model_preset("7b").has_value());
+  EXPECT_FALSE(find_model_preset("13b").has_value());
   EXPECT_FALSE(find_model_preset("").has_value());
 }
 
 TEST(ModelPresets, EveryListedPresetIsAValidShape) {
   const auto names = model_preset_names();
-  EXPECT_EQ(names, (std::vector<std::string>{"nano", "micro", "60m", "130m", "250m", "350m", "1b3"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"nano", "micro", "60m", "130m", "250m", "350m", "1b3", "3b", "7b"}));
   for (const auto& name : names) {
     auto s = find_model_preset(name);
     ASSERT_TRUE(s.has_value()) << name;

@@ -146,8 +146,8 @@ relora::v1::JobSpec spec_of(const TinyJob& job) {
 }
 
 // The real Trainer on CUDA, in one test (one process; see GpuMerge):
-//   bf16: 5 autocast steps, low-rank from step 1, a merge at step 3; finite losses; every
-//         parameter an fp32 master on the device;
+//   bf16: 5 autocast steps, low-rank from step 1, a merge at step 3; finite losses; frozen W in
+//         bf16, every trainable parameter an fp32 master on the device;
 //   fp32: the first loss on CUDA equals the CPU's for the same spec.
 TEST(GpuTrainer, StepsOnCudaBf16ThroughAMergeAndFp32LikeCpu) {
   TempDir dir;
@@ -192,11 +192,13 @@ TEST(GpuTrainer, StepsOnCudaBf16ThroughAMergeAndFp32LikeCpu) {
       // Random ids over 512 tokens: the loss stays near ln(512) = 6.24 for a few steps.
       EXPECT_NEAR(l, std::log(512.0), 1.5);
     }
-    // fp32 master weights on the device, every one of them (W, A, B, embeddings, norms, head).
+    // On the device: the frozen W of every projection in bf16 (low-rank phase), every trainable
+    // parameter an fp32 master (A, B, embeddings, norms, head).
     int checked = 0;
     for (const auto& p : trainer.model()->named_parameters()) {
       EXPECT_TRUE(p.value().is_cuda()) << p.key();
-      EXPECT_EQ(p.value().scalar_type(), torch::kFloat) << p.key();
+      const bool frozen_w = !p.value().requires_grad();
+      EXPECT_EQ(p.value().scalar_type(), frozen_w ? torch::kBFloat16 : torch::kFloat) << p.key();
       ++checked;
     }
     EXPECT_GT(checked, 10);

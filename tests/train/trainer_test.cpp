@@ -217,3 +217,31 @@ TEST(TrainTrainer, RewarmFollowsTheCommandNotTheWorkersOwnPlan) {
 
 }  // namespace
 }  // namespace relora::train
+
+namespace relora::train {
+namespace {
+
+// training.activation_checkpointing through the real loop: dropout on the branch, a warm start,
+// merges and optimizer resets; the same losses as without it (the masks are replayed; only the
+// summation order of a residual's gradient contributions can differ).
+TEST(TrainTrainer, ActivationCheckpointingTrainsLikeThePlainGraph) {
+  TempDir plain_dir, checkpointed_dir;
+  TrainerOptions opts;
+  opts.export_model = false;
+  auto plain_spec = tiny_spec(plain_dir.path(), kRelora, 12, 0);
+  auto checkpointed_spec = tiny_spec(checkpointed_dir.path(), kRelora, 12, 0);
+  EXPECT_FALSE(checkpointed_spec.training().activation_checkpointing());  // the default
+  checkpointed_spec.mutable_training()->set_activation_checkpointing(true);
+  const TrainSummary plain = Trainer(plain_spec, opts).run();
+  Trainer trainer(checkpointed_spec, opts);
+  EXPECT_TRUE(trainer.model()->activation_checkpointing());
+  const TrainSummary checkpointed = trainer.run();
+  ASSERT_EQ(plain.losses.size(), checkpointed.losses.size());
+  EXPECT_EQ(checkpointed.losses[0].second, plain.losses[0].second);
+  for (size_t i = 0; i < plain.losses.size(); ++i)
+    EXPECT_NEAR(checkpointed.losses[i].second, plain.losses[i].second, 1e-5 * plain.losses[i].second) << "step " << i + 1;
+  EXPECT_EQ(checkpointed.merges, plain.merges);
+}
+
+}  // namespace
+}  // namespace relora::train

@@ -13,6 +13,9 @@ model::RowRange GroupFrozenWeightShards::rows_of(int rank, int64_t rows) const {
 }
 
 torch::Tensor GroupFrozenWeightShards::gather(const torch::Tensor& local, int64_t rows) {
+  // A bf16 W (training.dtype bf16) travels as its bits, viewed as fp16 (same width): a gather only
+  // copies, and LibTorch 1.13's Gloo has neither bf16 nor int16 collectives ("Invalid scalar type").
+  if (local.scalar_type() == torch::kBFloat16) return gather(local.view(torch::kHalf), rows).view(torch::kBFloat16);
   const int w = group_.world();
   const auto mine = rows_kept(rows);
   if (local.dim() != 2 || local.size(0) != mine.size())

@@ -1,5 +1,7 @@
 #include "worker/model/linear_cross_entropy.h"
 
+#include "worker/model/torch_compat.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <limits>
@@ -61,6 +63,12 @@ class LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> 
                                                                      const torch::Tensor& targets, double scale,
                                                                      bool need_h, bool need_w) {
     torch::NoGradGuard no_grad;
+    // Under autocast the head is cast once for this call (its gradient is computed here), rather
+    // than by autocast for each block's products and then kept in autocast's cache for the rest of
+    // the step (0.12 GiB at 1b3).
+    const torch::Tensor wm = compat::autocast_enabled(w.device()) && w.scalar_type() == torch::kFloat
+                                 ? w.to(torch::kBFloat16)
+                                 : w;  // [V, C]
     const int64_t N = h.size(0), C = h.size(1), V = w.size(0);
     const int64_t rows = loss_chunk_rows(N, V);
     torch::Tensor grad_h = need_h ? torch::empty({N, C}, h.options()) : torch::Tensor();
@@ -69,7 +77,7 @@ class LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> 
     for (int64_t r0 = 0; r0 < N; r0 += rows) {
       const int64_t n = std::min(rows, N - r0);
       auto hb = h.narrow(0, r0, n);                          // [n, C]
-      auto logits = torch::mm(hb, w.t());                    // [n, V], autocast may make it bf16
+      auto logits = torch::mm(hb, wm.t());                   // [n, V], autocast may make it bf16
       const auto mm_type = logits.scalar_type();
       const bool reduced = mm_type != h.scalar_type() || mm_type != w.scalar_type();
       auto t = targets.narrow(0, r0, n).unsqueeze(1);        // [n, 1]
@@ -106,7 +114,7 @@ class LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> 
           torch::mm_out(gh, pg, w);
           gh.mul_(scale);
         } else {
-          gh.copy_(torch::mm(pg, w)).mul_(scale);
+          gh.copy_(torch::mm(pg, wm)).mul_(scale);
         }
       }
       if (need_w) {

@@ -9,6 +9,7 @@
 #include <torch/utils.h>
 #include <torch/version.h>
 
+#include "worker/model/activation_checkpoint.h"
 #include "worker/model/fused_cpu_ops.h"
 #include "worker/model/linear_cross_entropy.h"
 #include "worker/model/rotary.h"
@@ -199,7 +200,14 @@ torch::Tensor LlamaImpl::forward_hidden(const torch::Tensor& input_ids) {
   auto x = embed_tokens(input_ids);        // [B, T, C]
   auto cos = rope_cos_.narrow(0, 0, T);    // [T, D]
   auto sin = rope_sin_.narrow(0, 0, T);    // [T, D]
-  for (size_t i = 0; i < layers->size(); ++i) x = layers->ptr<BlockImpl>(i)->forward(x, cos, sin);
+  // Checkpointing needs a graph to hang the recomputation on: x must require grad (it does
+  // whenever the embedding trains, in every mode).
+  const bool checkpoint = checkpoint_blocks_ && is_training() && torch::GradMode::is_enabled() && x.requires_grad();
+  for (size_t i = 0; i < layers->size(); ++i) {
+    auto block = layers->ptr<BlockImpl>(i);
+    x = checkpoint ? checkpointed_block(block.get(), x, cos, sin, block->self_attn->q_proj->dropout_generator())
+                   : block->forward(x, cos, sin);
+  }
   return norm(x);                          // [B, T, C]
 }
 

@@ -151,6 +151,11 @@ class LlamaImpl : public torch::nn::Cloneable<LlamaImpl> {
   // every holder visits, whether it keeps the tensors or not).
   void visit_export_state(const std::function<void(const std::string& name, torch::Tensor tensor)>& visit);
 
+  // Activation checkpointing (activation_checkpoint.h): in training, with grad, every block's
+  // forward keeps only its input and is recomputed in the backward. Same results, less memory.
+  void set_activation_checkpointing(bool on) { checkpoint_blocks_ = on; }
+  bool activation_checkpointing() const { return checkpoint_blocks_; }
+
   const LlamaConfig& config() const { return config_; }
 
   torch::nn::Embedding embed_tokens{nullptr};
@@ -165,6 +170,7 @@ class LlamaImpl : public torch::nn::Cloneable<LlamaImpl> {
   // The projections whose W is sharded, by the weight's parameter name.
   std::map<std::string, ReloraLinear> sharded_weights();
   std::shared_ptr<FrozenWeightShards> frozen_shards_;
+  bool checkpoint_blocks_ = false;
 };
 TORCH_MODULE(Llama);
 

@@ -10,6 +10,7 @@
 #include <torch/version.h>
 #include <torch/utils.h>
 
+#include "worker/model/bf16_rounding.h"
 #include "worker/model/fused_cpu_ops.h"
 #include "worker/model/torch_compat.h"
 
@@ -60,7 +61,10 @@ class ReloraLinearFunction : public torch::autograd::Function<ReloraLinearFuncti
     auto y = torch::mm(xc, wc.t());          // [N, out]
     auto xa = torch::mm(xc, ac.t());         // [N, r]
     y.addmm_(xa, bc.t(), /*beta=*/1.0, /*alpha=*/scale);
-    ctx->save_for_backward({xc, wc, ac, bc, xa});
+    // W, A and B are saved as the parameters themselves and cast again in the backward: saving the
+    // casts would keep a bf16 copy of every factor (and of an fp32 W) alive from each layer's
+    // forward to its backward (0.2 GiB of factors at 1b3; a whole second W for an fp32 W).
+    ctx->save_for_backward({xc, w, a, b, xa});
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["x_type"] = static_cast<int64_t>(x2.scalar_type());
     ctx->saved_data["ab_type"] = static_cast<int64_t>(a.scalar_type());
@@ -70,7 +74,10 @@ class ReloraLinearFunction : public torch::autograd::Function<ReloraLinearFuncti
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grad_outputs) {
     auto saved = ctx->get_saved_variables();
-    const auto &xc = saved[0], &wc = saved[1], &ac = saved[2], &bc = saved[3], &xa = saved[4];
+    const auto& xc = saved[0];
+    const auto& xa = saved[4];
+    const auto cd = xc.scalar_type();  // the products' dtype
+    const auto wc = saved[1].to(cd), ac = saved[2].to(cd), bc = saved[3].to(cd);
     const double scale = ctx->saved_data["scale"].toDouble();
     const auto x_type = static_cast<torch::ScalarType>(ctx->saved_data["x_type"].toInt());
     const auto ab_type = static_cast<torch::ScalarType>(ctx->saved_data["ab_type"].toInt());
@@ -93,6 +100,17 @@ class ReloraLinearFunction : public torch::autograd::Function<ReloraLinearFuncti
 
 namespace {
 
+// The frozen W as a product with x needs it. Autocast casts its own operands (a bf16 W is then
+// used as it is: no copy); outside autocast a W stored in another dtype than x (bf16 W, fp32
+// evaluation) is cast for this product only.
+torch::Tensor frozen_operand(const torch::Tensor& w, const torch::Tensor& x) {
+  if (w.scalar_type() == x.scalar_type() || compat::autocast_enabled(x.device())) return w;
+  return w.to(x.scalar_type());
+}
+
+// Salt that keeps a merge's rounding bits apart from the A it draws from the same seed.
+constexpr uint64_t kRoundingSeedSalt = 0xbb67ae8584caa73bULL;
+
 // y = x W^T for a frozen W of which this process keeps only some rows. The whole W is gathered for
 // the product and dropped with it, and gathered again in the backward for dx = dy W: nothing of W
 // is saved between the two (nor of x: a frozen W has no gradient). Products run in the dtype
@@ -105,7 +123,7 @@ class ShardedFrozenProduct : public torch::autograd::Function<ShardedFrozenProdu
     // reach it through a plain address.
     ctx->saved_data["layer"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(layer));
     ctx->saved_data["x_type"] = static_cast<int64_t>(x2.scalar_type());
-    return torch::linear(x2, layer->full_weight());  // [N, out]
+    return torch::linear(x2, frozen_operand(layer->full_weight(), x2));  // [N, out]
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
@@ -125,8 +143,11 @@ torch::Tensor ReloraLinearImpl::forward(const torch::Tensor& x) {
   if (!lora_enabled()) return torch::linear(x, weight);  // [..., out]
 #if TORCH_VERSION_MAJOR < 2
   const bool drop_now = dropout_ > 0.0 && is_training();
-  if (!drop_now && !shards_ && cpu_fast_paths() && x.device().is_cpu() && !weight.requires_grad() && x.scalar_type() == weight.scalar_type() &&
-      lora_A.scalar_type() == weight.scalar_type() && lora_B.scalar_type() == weight.scalar_type()) {
+  // W may be stored in autocast's dtype (a bf16 frozen W): the function then uses it uncopied.
+  const bool w_ok = x.scalar_type() == weight.scalar_type() ||
+                    (at::autocast::is_cpu_enabled() && weight.scalar_type() == at::autocast::get_autocast_cpu_dtype());
+  if (!drop_now && !shards_ && cpu_fast_paths() && x.device().is_cpu() && !weight.requires_grad() && w_ok &&
+      lora_A.scalar_type() == x.scalar_type() && lora_B.scalar_type() == x.scalar_type()) {
     auto out_sizes = x.sizes().vec();
     out_sizes.back() = out_features_;
     auto y = ReloraLinearFunction::apply(x.reshape({-1, in_features_}), weight, lora_A, lora_B, scale_);
@@ -140,7 +161,7 @@ torch::Tensor ReloraLinearImpl::forward(const torch::Tensor& x) {
   out_sizes.back() = out_features_;
   auto x2 = x.reshape({-1, in_features_});  // [N, in] (a view when x is contiguous)
   // [N, out]; neither product's backward reads y: safe to add in place.
-  auto y = shards_ ? ShardedFrozenProduct::apply(x2, this) : torch::linear(x2, weight);
+  auto y = shards_ ? ShardedFrozenProduct::apply(x2, this) : torch::linear(x2, frozen_operand(weight, x2));
   // Dropout applies to the branch's input only; skip the copy when it would be the identity.
   const bool drop = dropout_ > 0.0 && is_training();
   const auto& xd = drop ? apply_dropout(x2) : x2;  // [N, in]
@@ -184,13 +205,30 @@ void ReloraLinearImpl::enable_lora(const LoraOptions& options, uint64_t seed) {
   lora_B = register_parameter("lora_B", torch::zeros({out_features_, options.rank}, opts));  // [out, r]
   draw_lora_A(seed);
   weight.requires_grad_(false);  // only the factors train from now on
+  if (options.frozen_dtype && *options.frozen_dtype != weight.scalar_type()) {
+    torch::NoGradGuard no_grad;
+    // set_data keeps the parameter object (module list, optimizer references) and frees the old
+    // storage: the wider W never coexists with more than one layer's narrower copy. (set_ would
+    // keep the old dtype on the new bytes.)
+    weight.set_data(weight.to(*options.frozen_dtype));
+  }
 }
 
 void ReloraLinearImpl::merge_and_reinit(uint64_t seed) {
   if (!lora_enabled()) return;
   torch::NoGradGuard no_grad;
   // In place, so that optimizer and DDP references to W, A, B stay valid.
-  weight.add_(lora_delta(weight_rows()).to(weight.scalar_type()));
+  const RowRange rows = weight_rows();
+  if (weight.scalar_type() == torch::kBFloat16) {
+    // fp32 for this layer only (transient), rounded back stochastically: unbiased, so updates
+    // below half an ulp accumulate over merges instead of vanishing (bf16_rounding.h). The bits
+    // follow the element's index in the whole W: a sharded holder rounds its rows as a whole W
+    // would be rounded.
+    auto merged = weight.to(torch::kFloat).add_(lora_delta(rows));  // [rows, in]
+    weight.copy_(round_to_bf16_stochastic(merged, seed ^ kRoundingSeedSalt, rows.begin * in_features_));
+  } else {
+    weight.add_(lora_delta(rows).to(weight.scalar_type()));
+  }
   draw_lora_A(seed);
   lora_B.zero_();
 }

@@ -5,8 +5,9 @@
 // Shapes: W [out, in] (`weight`), A [r, in] (`lora_A`), B [out, r] (`lora_B`), x [..., in].
 // Without the branch (full-rank training) W is trainable and A, B do not exist. enable_lora()
 // freezes W and creates A (kaiming-uniform, a = sqrt(5), the nn.Linear default) and B = 0, so the
-// layer's function is unchanged. merge_and_reinit() folds s*B*A into W in fp32 and draws a fresh
-// A from a generator seeded by the caller, so every data-parallel rank draws the same A.
+// layer's function is unchanged (it may also store the frozen W in bf16, LoraOptions::frozen_dtype).
+// merge_and_reinit() folds s*B*A into W in fp32 and draws a fresh A from a generator seeded by
+// the caller, so every data-parallel rank draws the same A.
 // With frozen-weight sharding (shard_weight) the layer keeps only some rows of the frozen W and
 // gathers the whole W through a FrozenWeightShards for each product, forward and backward.
 // The layer knows nothing of ranks, optimizers or schedules.
@@ -29,6 +30,10 @@ struct LoraOptions {
   int64_t rank = 128;
   double alpha = 32.0;
   double dropout = 0.0;
+  // The dtype the frozen W is stored in once the branch exists (unset: W keeps its own). bf16
+  // halves the largest tensors of a low-rank run; A, B stay in W's former dtype (the trainer's
+  // fp32), and merges round W' = W + s·B·A back stochastically (bf16_rounding.h).
+  std::optional<torch::ScalarType> frozen_dtype;
 };
 
 class ReloraLinearImpl : public torch::nn::Cloneable<ReloraLinearImpl> {
@@ -45,6 +50,8 @@ class ReloraLinearImpl : public torch::nn::Cloneable<ReloraLinearImpl> {
 
   // W += s * B A (fp32), then A redrawn from `seed`, B = 0. No-op without the branch. With a
   // sharded W, only the kept rows (each holder merges its own; A and B are the same everywhere).
+  // A bf16 W is merged in fp32 and rounded back stochastically with bits drawn from `seed` and
+  // each element's index in the whole W, so every holder and every rerun rounds alike.
   void merge_and_reinit(uint64_t seed);
   // s * B A as a dense [out, in] fp32 tensor (zeros without the branch).
   torch::Tensor lora_delta() const;
@@ -69,6 +76,7 @@ class ReloraLinearImpl : public torch::nn::Cloneable<ReloraLinearImpl> {
   // its own rank's generator, so that ranks running as threads of one process do not share a
   // stream and a checkpoint can save and restore each rank's exactly.
   void set_dropout_generator(std::optional<at::Generator> gen) { dropout_gen_ = std::move(gen); }
+  const std::optional<at::Generator>& dropout_generator() const { return dropout_gen_; }
 
   int64_t in_features() const { return in_features_; }
   int64_t out_features() const { return out_features_; }

@@ -59,6 +59,29 @@ inline void set_bf16_autocast(bool cuda, bool enabled) {
   if (!enabled) at::autocast::clear_cache();
 }
 
+// Whether autocast is on for tensors of `device`'s type (the switches were renamed in 2.x).
+inline bool autocast_enabled(const c10::Device& device) {
+#if TORCH_VERSION_MAJOR >= 2
+  return at::autocast::is_autocast_enabled(device.type());
+#else
+  return device.is_cuda() ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+#endif
+}
+
+// While alive, autocast caches no casts (the switch exists in 1.13 and 2.x). Autocast keeps the
+// bf16 cast of a trainable leaf (A, B) until it is switched off, for reuse; a cast made without
+// grad (a checkpointed forward) carries no gradient back to its master and must not be kept.
+class AutocastCacheOff {
+ public:
+  AutocastCacheOff() : was_(at::autocast::is_autocast_cache_enabled()) { at::autocast::set_autocast_cache_enabled(false); }
+  ~AutocastCacheOff() { at::autocast::set_autocast_cache_enabled(was_); }
+  AutocastCacheOff(const AutocastCacheOff&) = delete;
+  AutocastCacheOff& operator=(const AutocastCacheOff&) = delete;
+
+ private:
+  bool was_;
+};
+
 // Singular values of a matrix, descending. ATen's function, present in 1.13 and 2.x: LibTorch
 // 2.11's wheel does not put torch/linalg.h (torch::linalg::svdvals) on its include path.
 inline torch::Tensor singular_values(const torch::Tensor& m) { return at::linalg_svdvals(m); }

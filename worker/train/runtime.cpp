@@ -3,6 +3,7 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -61,6 +62,12 @@ void keep_freed_host_memory() {
 #endif
 }
 
+void release_free_host_memory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
+
 void configure_process(int intra_op_threads) {
   configure_threads(intra_op_threads);
   keep_freed_host_memory();
@@ -111,6 +118,20 @@ DeviceMemory device_memory(c10::Device device) {
   (void)device;
 #endif
   return m;
+}
+
+int64_t usable_memory_bytes(c10::Device device) {
+#ifdef RELORA_WITH_CUDA
+  if (device.is_cuda()) {
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaSetDevice(device.index() < 0 ? 0 : device.index()) != cudaSuccess ||
+        cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess)
+      return 0;
+    return static_cast<int64_t>(free_bytes);
+  }
+#endif
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : 0;
 }
 
 void reset_device_memory_peak(c10::Device device) {

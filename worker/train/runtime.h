@@ -29,6 +29,12 @@ void configure_threads(int intra_op_threads);
 // heap and never trims it, so freed blocks stay mapped for reuse. Once per process
 // (configure_process); RELORA_MALLOC_TUNING=0 turns it off. A no-op outside glibc.
 void keep_freed_host_memory();
+// Hands the free pages inside the heap back to the kernel (glibc: malloc_trim), despite the
+// setting above: for the rare moment when a large block of memory is freed for good, such as
+// the fp32 frozen W once it is stored in bf16 at the low-rank start. Later allocations reuse
+// the pages (the kernel supplies them again on first touch), so the peak RSS no longer carries
+// the freed copy.
+void release_free_host_memory();
 
 // Enables bf16 autocast (fp32 master weights, bf16 matrix products) on `device` while alive.
 class Bf16Autocast {
@@ -53,6 +59,10 @@ struct DeviceMemory {
 };
 DeviceMemory device_memory(c10::Device device);
 void reset_device_memory_peak(c10::Device device);
+
+// What a job may use on `device`: the free device memory of a CUDA device (its context is set up
+// to ask), the physical memory of the host for the CPU. 0 when it cannot be read.
+int64_t usable_memory_bytes(c10::Device device);
 
 // Best FLOP/s of a few 2048x2048 matrix products in `dtype` on `device`: the peak that
 // utilisation figures (MFU) divide by, measured on the machine that trains. Takes ~0.5 s on a CPU.

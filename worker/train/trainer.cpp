@@ -87,6 +87,7 @@ Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
   model_->init_weights(seed);
   model_->to(options_.device);
   model_->train();
+  model_->set_activation_checkpointing(spec_.training().activation_checkpointing());
   dropout_gen_ = model::compat::make_device_generator(options_.device, seed);
   for (auto& [name, linear] : model_->relora_linears()) linear->set_dropout_generator(dropout_gen_);
 
@@ -138,10 +139,18 @@ void Trainer::event(const std::string& text) {
 // (embeddings, norms, head) keep their moments and step counters.
 void Trainer::register_trainable_parameters() { optimizer_->set_parameters(trainable_parameters(model_)); }
 
-void Trainer::enable_low_rank(uint64_t seed) {
+model::LoraOptions Trainer::lora_options() const {
   const auto& rl = spec_.relora();
-  model_->enable_lora(model::LoraOptions{rl.rank(), rl.alpha(), rl.dropout()}, seed);
+  model::LoraOptions options{rl.rank(), rl.alpha(), rl.dropout()};
+  if (bf16_) options.frozen_dtype = torch::kBFloat16;
+  return options;
+}
+
+void Trainer::enable_low_rank(uint64_t seed) {
+  model_->enable_lora(lora_options(), seed);
   register_trainable_parameters();
+  // A bf16 W frees its fp32 copy, and the warm start's moments of W go: gigabytes at 1b3.
+  release_free_host_memory();
   monitor_->trainable_changed(model_->count_trainable_parameters());
   probe_.at_low_rank_start(model_);
 }

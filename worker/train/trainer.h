@@ -118,6 +118,9 @@ class Trainer {
   bool low_rank_mode() const { return plan_.mode() != TrainMode::kFull; }
   void register_trainable_parameters();
   void enable_low_rank(uint64_t seed);
+  // The low-rank branch the job asks for; under bf16 the frozen W is stored in bf16 (the factors,
+  // their gradients and moments stay fp32).
+  model::LoraOptions lora_options() const;
   void apply_boundary(const Boundary& boundary);
   struct StepResult {
     double loss = 0;  // mean over micro-batches and ranks

@@ -110,8 +110,7 @@ bool Trainer::resume_from_checkpoint() {
                              ": resume with the data.tokenizer_model_type the job started with (a job from before "
                              "BPE became the default: data.tokenizer_model_type: unigram), or with data.tokenizer_model: " +
                              saved_tokenizer);
-  const auto& rl = spec_.relora();
-  state_->load(*ckpt, model::LoraOptions{rl.rank(), rl.alpha(), rl.dropout()}, options_.device,
+  state_->load(*ckpt, lora_options(), options_.device,
                [this](int64_t step) { return schedule_.planned_rewarm_step(step); });
   // The data order continues where it stopped only under the global batch the checkpoint was
   // saved with. An elastic restart on fewer ranks keeps it (common/elastic.h); anything else would
