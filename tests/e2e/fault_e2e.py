@@ -49,11 +49,11 @@ class FaultTestCase(unittest.TestCase):
         else:
             self.tmp.cleanup()
 
-    def write_job(self, name, workers, grad_accum, cluster_extra="", steps=STEPS, cycle_steps=5):
+    def write_job(self, name, workers, grad_accum, cluster_extra="", steps=STEPS, cycle_steps=5, micro_batch=4):
         path = os.path.join(self.root, name + ".yaml")
         ckpt = os.path.join(self.root, "runs", name)
         with open(path, "w") as f:
-            f.write(job_yaml(name, ckpt, self.cache, workers, grad_accum, steps=steps,
+            f.write(job_yaml(name, ckpt, self.cache, workers, grad_accum, micro_batch=micro_batch, steps=steps,
                              checkpoint_every=CHECKPOINT_EVERY, cluster_extra=cluster_extra,
                              cycle_steps=cycle_steps))
         return path, ckpt

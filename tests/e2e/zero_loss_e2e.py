@@ -104,10 +104,16 @@ class ZeroLoss(FaultTestCase):
             cluster.close()
 
     def test_a_replacement_worker_joins_the_job_at_its_next_boundary(self):
+        # Long enough that the replacement process (a LibTorch start: seconds on a loaded machine)
+        # registers well before the last boundary: 100 steps after the warm start, cycles of 10,
+        # 32 sequences per micro-batch (each step 8x the other tests' work).
+        steps, cycle, shape = 104, 10, {"micro_batch": 32}
         cluster = Cluster(self.root, workers=2)
         try:
-            _, ref_ckpt = self.run_reference(cluster, workers=2, grad_accum=1, steps=STEPS)
-            job, ckpt = self.write_job("regroup", workers=2, grad_accum=1, cluster_extra=", min_workers: 1")
+            _, ref_ckpt = self.run_reference(cluster, workers=2, grad_accum=1, steps=steps, cycle_steps=cycle,
+                                             **shape)
+            job, ckpt = self.write_job("regroup", workers=2, grad_accum=1, cluster_extra=", min_workers: 1",
+                                       steps=steps, cycle_steps=cycle, **shape)
             job_id = cluster.cli_json("submit", job)["job_id"]
             killed_at = self.kill_a_rank_after_first_checkpoint(cluster, job_id)
             deadline = time.time() + 60
@@ -115,8 +121,11 @@ class ZeroLoss(FaultTestCase):
                 self.assertLess(time.time(), deadline, "the job did not restart on one worker")
                 time.sleep(0.05)
             cluster.start_worker()
+            self.wait_workers(cluster, 3)  # the killed one stays listed (lost)
+            joined_at = cluster.cli_json("status", job_id)["step"]
+            self.assertLess(joined_at, steps - cycle, "the replacement registered after the job's last boundary")
 
-            status = self.watch_to_completion(cluster, job_id)
+            status = self.watch_to_completion(cluster, job_id, steps=steps)
             self.assertEqual(status["world_size"], 2)  # what `relora status` shows
             self.assertEqual(status["restarts"], 1)  # the lost worker; a regroup is not a restart
             events = self.events(cluster, job_id)
@@ -128,11 +137,11 @@ class ZeroLoss(FaultTestCase):
             self.assertEqual(len(regroups), 1)
             grown_at = int(regroups[0]["step"])
             self.assertEqual(int(scheduled[2]["step"]), grown_at)  # continued from the boundary itself
-            self.assertEqual(steps_logged(ckpt), list(range(1, STEPS + 1)))
+            self.assertEqual(steps_logged(ckpt), list(range(1, steps + 1)))
             assert_curves_match(self, losses(ckpt), losses(ref_ckpt), 1e-4,
                                 f" (rank 1 killed near step {killed_at}, back to 2 workers at step {grown_at})")
-            print(f"\n  rank 1 killed near step {killed_at}; 1 worker from the checkpoint; 2 again from the "
-                  f"boundary at step {grown_at}", file=sys.stderr)
+            print(f"\n  rank 1 killed near step {killed_at}; 1 worker from the checkpoint; a new worker registered "
+                  f"at step {joined_at}; 2 again from the boundary at step {grown_at}", file=sys.stderr)
         finally:
             cluster.close()
 
