@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -39,16 +40,22 @@
 
 namespace {
 
+// The job file parsed and validated, or nothing (the error, naming the file, logged).
+std::optional<relora::v1::JobSpec> load_job_or_log(const std::string& job_path) {
+  try {
+    return relora::load_job_spec_file(job_path);
+  } catch (const relora::JobSpecError& e) {
+    spdlog::error("{}", e.what());
+    return std::nullopt;
+  }
+}
+
 int run_standalone(const std::string& job_path, const std::string& summary_path, bool resume,
                    relora::MetricsServer* metrics, relora::metrics::WorkerProcessMetrics* process) {
   using relora::metrics::WorkerProcessMetrics;
-  relora::v1::JobSpec spec;
-  try {
-    spec = relora::load_job_spec_file(job_path);
-  } catch (const relora::JobSpecError& e) {
-    spdlog::error("{}", e.what());
-    return 2;
-  }
+  const auto loaded = load_job_or_log(job_path);
+  if (!loaded) return 2;
+  const relora::v1::JobSpec& spec = *loaded;
   relora::train::TrainerOptions options;
   options.resume = resume;
   std::unique_ptr<relora::metrics::PrometheusTrainMetrics> job_metrics;
@@ -97,13 +104,9 @@ int run_standalone(const std::string& job_path, const std::string& summary_path,
 
 // Nothing of the model is allocated: the estimate comes from the spec (common/memory_estimate.h).
 int run_dry_run(const std::string& job_path, const std::string& device_name) {
-  relora::v1::JobSpec spec;
-  try {
-    spec = relora::load_job_spec_file(job_path);
-  } catch (const relora::JobSpecError& e) {
-    spdlog::error("{}", e.what());
-    return 2;
-  }
+  const auto loaded = load_job_or_log(job_path);
+  if (!loaded) return 2;
+  const relora::v1::JobSpec& spec = *loaded;
   const torch::Device device(device_name);
   const auto estimate = relora::estimate_memory(spec, device.is_cuda());
   const int64_t usable = relora::train::usable_memory_bytes(device);

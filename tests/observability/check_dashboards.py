@@ -5,8 +5,7 @@ Standard library only. Checks, for every dashboard JSON given:
   * the file is valid JSON with a schemaVersion, a title and a uid;
   * the template variables: `datasource` (type datasource, query prometheus), and `job_id` and
     `worker` query variables that use it;
-  * every panel has a unique id and a gridPos inside the 24-column grid, and no two panels overlap;
-  * every panel, target, annotation and query variable uses the data source `${datasource}`;
+  * unique panel ids, non-overlapping gridPos in the 24-column grid, `${datasource}` everywhere;
   * every expression references only metrics of the contract below (histograms only through
     their _bucket/_sum/_count series) and `up`, uses only labels those metrics carry, known
     values of enumerated labels, and only defined template variables;
