@@ -1,5 +1,7 @@
 #include "worker/cluster/job_reporter.h"
 
+#include <filesystem>
+
 #include <spdlog/fmt/fmt.h>
 
 #include "worker/train/runtime.h"
@@ -77,7 +79,11 @@ void JobReporter::on_event(int64_t step, const std::string& text) {
 void JobReporter::on_checkpoint(int64_t step, const std::string& path) {
   if (rank_ != 0) return;
   progress_.set_step(step);
-  send_progress(path);
+  // Absolute: a relative checkpoint.dir is relative to this worker's working directory, which
+  // `relora export` (and a user reading `relora status`) elsewhere on the shared volume cannot know.
+  std::error_code ec;
+  const auto absolute = std::filesystem::absolute(path, ec);
+  send_progress(ec ? path : absolute.lexically_normal().string());
 }
 
 relora::v1::WorkerMessage JobReporter::finished(bool ok, const std::string& error, const std::string& summary_json,
