@@ -148,8 +148,9 @@ for (const [name, svc] of Object.entries(services)) {
     c.ok(stages.includes(b.target), `${name}: build target ${b.target} is a stage of ${rel(df)}`, stages.join(","));
   }
 }
-// Every service that builds an image names it, and the CLI uses the control-plane image.
-c.ok(services.cli?.image === services.coordinator?.image, "cli uses the coordinator's image", `${services.cli?.image}`);
+// Every service that builds an image names it, and the CLI uses the worker image: `relora export`
+// runs relora-worker on the data volume.
+c.ok(services.cli?.image === services["worker-0"]?.image, "cli uses the worker image", `${services.cli?.image}`);
 
 // Bind mounts point at files in the repository.
 for (const [name, svc] of Object.entries(services)) {
