@@ -121,8 +121,7 @@ const dockerfile = join(src, "deploy/docker/Dockerfile");
 const jobs = []; // {stage, pkgs, relPath, bin, ldd}
 for (const st of stages(dockerfile)) {
   if (st.distro.family !== "debian") continue;
-  // "binaries" is the stage RELORA_BINARIES selects: the build stage or the prebuilt one.
-  const fromBuild = st.copies.filter((cp) => cp.from === "build" || cp.from === "binaries");
+  const fromBuild = st.copies.filter((cp) => cp.from === "build");
   if (!fromBuild.length) continue;
   for (const cp of fromBuild) {
     for (const s of cp.sources) {
