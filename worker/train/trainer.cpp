@@ -238,7 +238,7 @@ Trainer::StepResult Trainer::train_step() {
     for (int64_t k = 0; k < accum; ++k) {
       const auto data_start = Clock::now();
       auto samples = data::micro_batch_samples(geometry_, counters_.step, k, options_.rank);
-      data::gather_blocks(data_->train(), data_->order(), samples, tokens);
+      data::gather_blocks(data_->train_sources(), data_->order(), samples, tokens);
       {
         std::lock_guard<std::mutex> lock(dropout_gen_.mutex());
         dropout_gen_.set_current_seed(boundary_seed(spec_.training().seed() ^ kDropoutSeedSalt, samples.front()));
