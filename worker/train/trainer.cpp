@@ -331,6 +331,9 @@ TrainSummary Trainer::run() {
       report.device_reserved_bytes = memory.reserved;
       report.device_peak_bytes = memory.peak_allocated;
     }
+    const auto samples = data_->order().counts_before(counters_.step * geometry_.global_batch());
+    for (size_t i = 0; i < samples.size(); ++i)
+      report.source_tokens.emplace_back(data_->source_names()[i], samples[i] * data_->seq_len());
     report.eta_seconds = train_seconds / static_cast<double>(summary.losses.size()) * static_cast<double>(total - counters_.step);
     if (counters_.step % log_every == 0 || counters_.step == total || counters_.step == 1)
       spdlog::info("step {}/{} | loss {:.4f} | lr {:.2e} | {} tok/s | cycle {} | merges {} | eta {}", counters_.step, total,
