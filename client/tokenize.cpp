@@ -43,9 +43,10 @@ int cmd_tokenize(const GlobalOptions& g, const TokenizeCommandOptions& opts) {
   options.tokenizer_model = opts.tokenizer_model;
   options.threads = opts.threads;
   options.shard_tokens = opts.shard_tokens;
-  // A terminal gets one line redrawn in place; a log file gets a plain line every 10 s.
+  // A terminal gets one line redrawn in place; a log file gets a plain line every 10 s and one
+  // at the end.
   const bool tty = ::isatty(STDERR_FILENO) == 1;
-  double last_plain = -1e9;
+  double last_plain = 0;
   const auto result = data::tokenize_corpus(options, [&](const data::TokenizeProgress& p) {
     if (tty) {
       std::cerr << "\r\033[K" << progress_line(p) << (p.finished ? "\n" : "") << std::flush;
