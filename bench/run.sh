@@ -4,12 +4,20 @@
 #   bench/run.sh --quick    a tiny configuration, a couple of steps (the smoke test)
 #   bench/run.sh --memory-target [--with-fp32]   only the CPU memory target: 1b3 relora bf16 peak
 #                           RSS against 7.0 GiB (bench/memory_target.py; a few minutes)
+#   bench/run.sh --data     only issue 20's data targets: `relora tokenize` rates, a job over a
+#                           generated 20 GB token index (bench/data/data_bench.py; other options go to it)
 # Builds relora-bench in build/ (scripts/build.sh's tree; RELORA_BENCH_BUILD_DIR overrides) unless
 # --bench-bin is given; a missing tree is set up first (scripts/setup.sh, Release).
 # Other options go to bench/run.py (--out DIR, --no-eager, --python PATH, --timeout S).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ "${1:-}" == --data ]]; then
+  shift
+  build="${RELORA_BENCH_BUILD_DIR:-$root/build}"
+  cmake --build "$build" --target relora relora-worker
+  exec /usr/bin/python3 "$root/bench/data/data_bench.py" --build "$build" "$@"
+fi
 quick=0
 have_bin=0
 memory=0

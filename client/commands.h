@@ -4,8 +4,10 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/grpc_security.h"
 
@@ -28,6 +30,16 @@ int cmd_events(const GlobalOptions& g, const std::string& job_id);
 int cmd_cancel(const GlobalOptions& g, const std::string& job_id);
 int cmd_workers(const GlobalOptions& g);
 int cmd_export(const GlobalOptions& g, const std::string& job_id, const std::string& out_dir);
+
+struct TokenizeCommandOptions {
+  std::vector<std::string> inputs;  // corpus files and directories
+  std::string out_dir;              // --out
+  std::string tokenizer_model;      // --tokenizer
+  int threads = 0;                  // --threads; 0: all cores
+  uint64_t shard_tokens = uint64_t{32} << 20;  // --shard-tokens
+};
+// Implemented in tokenize.cpp.
+int cmd_tokenize(const GlobalOptions& g, const TokenizeCommandOptions& opts);
 
 struct LocalOptions {
   std::string job_file;

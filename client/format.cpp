@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <ctime>
+#include <map>
 #include <sstream>
 
 namespace relora::client {
@@ -203,6 +204,14 @@ std::string job_summary(const relora::v1::Job& job, int64_t now_ms) {
                     std::to_string(p.optimizer_resets()) + " optimizer resets");
   if (p.eval_loss() > 0) row("eval", fmt("loss %.4f, perplexity %.2f", p.eval_loss(), p.eval_perplexity()));
   if (job.state() == relora::v1::JOB_STATE_RUNNING && p.eta_seconds() > 0) row("eta", format_duration(p.eta_seconds()));
+  if (!p.source_tokens().empty()) {
+    // Sorted by name: protobuf maps have no order of their own.
+    std::map<std::string, int64_t> sources(p.source_tokens().begin(), p.source_tokens().end());
+    std::string line;
+    for (const auto& [source, tokens] : sources)
+      line += (line.empty() ? "" : ", ") + source + " " + format_count(static_cast<double>(tokens)) + " tokens";
+    row("data", line);
+  }
   if (p.rss_bytes() > 0) row("memory", format_bytes(p.rss_bytes()) + " (rank 0 RSS)");
   if (job.worker_ids_size() > 0) {
     std::string ids;
@@ -248,6 +257,7 @@ nlohmann::json job_json(const relora::v1::Job& job) {
       {"eta_seconds", p.eta_seconds()},
       {"eval_loss", p.eval_loss()},
       {"eval_perplexity", p.eval_perplexity()},
+      {"source_tokens", std::map<std::string, int64_t>(p.source_tokens().begin(), p.source_tokens().end())},
       {"checkpoint", job.checkpoint()},
       {"error", job.error()},
       {"restarts", job.restarts()},

@@ -2,6 +2,7 @@
 //   relora submit JOB.yaml [--watch]      relora list        relora status JOB
 //   relora watch JOB                      relora events JOB  relora cancel JOB
 //   relora workers                        relora export JOB --out DIR
+//   relora tokenize INPUT... --tokenizer MODEL --out DIR [--threads N]   (corpus -> token shards)
 //   relora local JOB.yaml [--workers N]   (a coordinator and N workers on this machine; Prometheus
 //                                         metrics on 9400 and 9401+i, --metrics-port-base N|0|-1)
 // Exit codes: 0 ok, 1 job or operation failed, 2 usage or bad input, 3 coordinator unreachable
@@ -84,6 +85,21 @@ int main(int argc, char** argv) {
   export_cmd->add_option("JOB", job_id, "Job id")->required();
   export_cmd->add_option("--out", out_dir, "Output directory")->required();
 
+  TokenizeCommandOptions tokenize_opts;
+  auto* tokenize = app.add_subcommand(
+      "tokenize", "Tokenize corpus files (.txt, .json/.jsonl; .gz or .zst) into token shards and an index for data.train");
+  tokenize->add_option("INPUT", tokenize_opts.inputs, "Corpus files or directories (read in sorted order)")->required();
+  tokenize->add_option("--tokenizer", tokenize_opts.tokenizer_model, "SentencePiece model file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  tokenize->add_option("--out", tokenize_opts.out_dir, "Output directory (shards and index.json; rerun to resume)")
+      ->required();
+  tokenize->add_option("--threads", tokenize_opts.threads, "Encoder threads (default: all cores)")
+      ->check(CLI::Range(1, 1024));
+  tokenize->add_option("--shard-tokens", tokenize_opts.shard_tokens, "Tokens per shard (a shard ends at a document end)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40))
+      ->capture_default_str();
+
   LocalOptions local_opts;
   int local_workers = 0;
   auto* local = app.add_subcommand("local", "Run one job on a coordinator and workers started on this machine");
@@ -147,6 +163,7 @@ int main(int argc, char** argv) {
     if (workers->parsed()) return cmd_workers(g);
     if (export_cmd->parsed()) return cmd_export(g, job_id, out_dir);
     if (local->parsed()) return cmd_local(g, local_opts);
+    if (tokenize->parsed()) return cmd_tokenize(g, tokenize_opts);
   } catch (const RpcError& e) {
     std::cerr << "error: " << e.what() << std::endl;
     return e.exit_code();

@@ -179,12 +179,58 @@ class YamlToJson {
       // yaml-cpp keeps both copies of a repeated key; silently taking one would hide a mistake.
       if (!seen.insert(name).second) fail("duplicate field '" + full + "'", kv.first);
       if (kv.second.IsNull()) continue;  // "rank:" or "rank: ~" leaves the field unset
+      if (d->full_name() == "relora.v1.DataSpec" && name == "train" && has_mapping(kv.second)) {
+        weighted_train(kv.second, full, out);
+        continue;
+      }
       out[name] = value(kv.second, f, full);
     }
     return out;
   }
 
  private:
+  static bool has_mapping(const YAML::Node& node) {
+    if (!node.IsSequence()) return false;
+    for (size_t i = 0; i < node.size(); ++i)
+      if (node[i].IsMap()) return true;
+    return false;
+  }
+
+  // data.train entries with weights, `[{path: a, weight: 0.7}, b]`: the proto keeps the paths in
+  // `train` and the weights in `train_weights` (1 where an entry names none), so that specs
+  // without weights keep their wire form.
+  void weighted_train(const YAML::Node& node, const std::string& path, json& out) const {
+    json paths = json::array(), weights = json::array();
+    for (size_t i = 0; i < node.size(); ++i) {
+      const YAML::Node entry = node[i];
+      const std::string at = path + "[" + std::to_string(i) + "]";
+      if (entry.IsScalar()) {
+        paths.push_back(entry.Scalar());
+        weights.push_back(1.0);
+        continue;
+      }
+      if (!entry.IsMap()) fail(at + ": expected a path or {path: ..., weight: ...}, got " + describe(entry), entry);
+      std::optional<json> weight = json(1.0);
+      bool has_path = false;
+      for (const auto& kv : entry) {
+        const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "";
+        if (key == "path" && kv.second.IsScalar()) {
+          paths.push_back(kv.second.Scalar());
+          has_path = true;
+        } else if (key == "weight" && kv.second.IsScalar()) {
+          weight = parse_double(kv.second.Scalar());
+          if (!weight) fail(at + ".weight: expected a number, got '" + kv.second.Scalar() + "'", kv.second);
+        } else {
+          fail(at + ": unknown or malformed field '" + key + "' (an entry has path and weight)", kv.first);
+        }
+      }
+      if (!has_path) fail(at + ": missing path", entry);
+      weights.push_back(*weight);
+    }
+    out["train"] = paths;
+    out["train_weights"] = weights;
+  }
+
   [[noreturn]] void fail(const std::string& what, const YAML::Node& at) const {
     std::string msg = source_ + ": " + what;
     if (at.Mark().line >= 0) msg += " (line " + std::to_string(at.Mark().line + 1) + ")";

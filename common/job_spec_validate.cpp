@@ -99,6 +99,14 @@ void validate_data(const relora::v1::DataSpec& d, const relora::v1::ModelSpec& m
     if (d.train(i).empty()) fail("data.train[" + std::to_string(i) + "]", "empty path");
     require_path_length("data.train[" + std::to_string(i) + "]", d.train(i));
   }
+  if (d.train_weights_size() > 0 && d.train_weights_size() != d.train_size())
+    fail("data.train_weights", std::to_string(d.train_weights_size()) + " weights for " +
+                                   std::to_string(d.train_size()) + " data.train entries (one each, or none)");
+  for (int i = 0; i < d.train_weights_size(); ++i) {
+    const double w = d.train_weights(i);
+    if (!(w > 0) || !std::isfinite(w))
+      fail("data.train[" + std::to_string(i) + "].weight", std::to_string(w) + " must be a positive number");
+  }
   for (int i = 0; i < d.validation_size(); ++i)
     require_path_length("data.validation[" + std::to_string(i) + "]", d.validation(i));
   require_path_length("data.tokenizer_model", d.tokenizer_model());

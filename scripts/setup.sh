@@ -12,7 +12,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   prometheus-cpp-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
   libsentencepiece-dev sentencepiece libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
-  libsqlite3-dev zlib1g-dev libssl-dev
+  libsqlite3-dev zlib1g-dev libzstd-dev libssl-dev
   # Real English text for the demo job's default corpus (/usr/share/games/fortunes).
   fortunes
   # Test-time tools.

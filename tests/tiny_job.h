@@ -22,6 +22,14 @@ struct TinyJob {
   std::string dtype = "fp32";
 };
 
+// A job spec from YAML text, with defaults applied and validated, as a job file is loaded.
+inline relora::v1::JobSpec valid_job_spec(const std::string& yaml, const std::string& source) {
+  auto spec = parse_job_spec_yaml(yaml, source);
+  resolve_job_spec(spec);
+  validate_job_spec(spec);
+  return spec;
+}
+
 inline relora::v1::JobSpec tiny_job_spec(const TinyJob& job) {
   const std::string yaml = R"(
 name: tiny
@@ -38,10 +46,7 @@ relora: )" + job.relora + R"(
 eval: {every_steps: 0, max_tokens: 2048}
 checkpoint: {dir: ")" + job.ckpt_dir + R"(", every_steps: )" + std::to_string(job.ckpt_every) + R"(, keep: 10}
 )";
-  auto spec = parse_job_spec_yaml(yaml, "tiny.yaml");
-  resolve_job_spec(spec);
-  validate_job_spec(spec);
-  return spec;
+  return valid_job_spec(yaml, "tiny.yaml");
 }
 
 }  // namespace relora::testing

@@ -35,12 +35,14 @@ TEST(ClientCli, BadFlagsAreOneLineAndExit2) {
   expect_usage_error({"export", "job-1"}, "--out");
   expect_usage_error({"local", "job.yaml", "--workers", "0"}, "--workers");
   expect_usage_error({"list", "--log-level", "loud"}, "loud");
+  expect_usage_error({"tokenize", "corpus/", "--out", "t"}, "--tokenizer");
+  expect_usage_error({"tokenize", "corpus/", "--tokenizer", "/nonexistent.model", "--out", "t"}, "nonexistent");
 }
 
 TEST(ClientCli, HelpExitsZero) {
   const auto r = run_cli({"--help"});
   EXPECT_EQ(r.exit_code, 0);
-  for (const char* sub : {"submit", "list", "status", "watch", "events", "cancel", "workers", "export", "local"}) {
+  for (const char* sub : {"submit", "list", "status", "watch", "events", "cancel", "workers", "export", "local", "tokenize"}) {
     EXPECT_THAT(r.out, HasSubstr(sub));
   }
   const auto sub = run_cli({"local", "--help"});

@@ -171,5 +171,14 @@ TEST(ClientFormat, JobSummaryNamesStateErrorAndCheckpoint) {
   EXPECT_THAT(s, HasSubstr("checkpoint none yet"));
 }
 
+TEST(ClientFormat, StatusShowsTokensPerDataSource) {
+  auto job = running_job();
+  EXPECT_THAT(job_summary(job, job.submitted_unix_ms()), Not(HasSubstr("data ")));
+  (*job.mutable_progress()->mutable_source_tokens())["/data/pile"] = 300000;
+  (*job.mutable_progress()->mutable_source_tokens())["/data/c4"] = 700000;
+  EXPECT_THAT(job_summary(job, job.submitted_unix_ms()), HasSubstr("data       /data/c4 700.0k tokens, /data/pile 300.0k tokens"));
+  EXPECT_EQ(job_json(job)["source_tokens"]["/data/c4"], 700000);
+}
+
 }  // namespace
 }  // namespace relora::client

@@ -463,3 +463,34 @@ TEST(JobSpec, PathLengthsAndFileCountsAreBounded) {
 
 }  // namespace
 }  // namespace relora
+
+namespace relora {
+namespace {
+
+// data.train entries with weights: {path, weight} mappings, plain strings among them weigh 1.
+TEST(CommonJobSpec, WeightedTrainEntries) {
+  const std::string head = "name: a\nmodel: {preset: nano}\ntraining: {steps: 10}\nrelora: {mode: full}\n";
+  JobSpec spec = resolved(head + "data:\n  train: [{path: a/, weight: 0.7}, b.jsonl.zst, {path: c, weight: 2}]\n");
+  ASSERT_NO_THROW(validate_job_spec(spec));
+  ASSERT_EQ(spec.data().train_size(), 3);
+  EXPECT_EQ(spec.data().train(1), "b.jsonl.zst");
+  ASSERT_EQ(spec.data().train_weights_size(), 3);
+  EXPECT_DOUBLE_EQ(spec.data().train_weights(0), 0.7);
+  EXPECT_DOUBLE_EQ(spec.data().train_weights(1), 1.0);
+  EXPECT_DOUBLE_EQ(spec.data().train_weights(2), 2.0);
+  // Round trip through the JSON form (what the coordinator stores) keeps them.
+  JobSpec back = job_spec_from_json(job_spec_to_json(spec));
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(spec, back));
+  // Plain lists keep no weights: one stream, as always.
+  EXPECT_EQ(resolved(head + "data: {train: [a, b]}\n").data().train_weights_size(), 0);
+
+  EXPECT_THAT(error_of(head + "data: {train: [{path: a, weight: 0}]}\n"), StartsWith("data.train[0].weight: "));
+  EXPECT_THAT(error_of(head + "data: {train: [{path: a, weight: lots}]}\n"), HasSubstr("data.train[0].weight: expected a number"));
+  EXPECT_THAT(error_of(head + "data: {train: [{weight: 1}]}\n"), HasSubstr("data.train[0]: missing path"));
+  EXPECT_THAT(error_of(head + "data: {train: [{path: a, wieght: 1}]}\n"), HasSubstr("unknown or malformed field 'wieght'"));
+  EXPECT_THAT(error_of(head + "data: {train: [a, b], train_weights: [1]}\n"),
+              StartsWith("data.train_weights: 1 weights for 2"));
+}
+
+}  // namespace
+}  // namespace relora

@@ -10,34 +10,45 @@
 namespace relora::data {
 namespace {
 
+// The first `n` of `tokens` as a stream (vocab large enough for any test id).
+TokenStream stream_of(const std::vector<uint32_t>& tokens, size_t n) {
+  TokenStream stream;
+  stream.append(tokens.data(), n, /*vocab_size=*/1u << 20, "test tokens");
+  return stream;
+}
+
 TEST(DataBatches, SplitBlocksSizes) {
   std::vector<uint32_t> tokens(1000);
   // 1000 tokens / 64 = 15 blocks (the 40-token tail is dropped); ceil(0.1 * 15) = 2 validation.
-  TrainValSplit split = split_blocks(tokens.data(), tokens.size(), 64, 0.1);
+  const TokenStream all = stream_of(tokens, tokens.size());
+  TrainValSplit split = split_blocks(all, 64, 0.1);
   EXPECT_EQ(split.train.first_block, 0);
   EXPECT_EQ(split.train.num_blocks, 13);
   EXPECT_EQ(split.validation.first_block, 13);
   EXPECT_EQ(split.validation.num_blocks, 2);
-  EXPECT_EQ(split.validation.block(1), tokens.data() + 14 * 64);
+  std::iota(tokens.begin(), tokens.end(), 0u);
+  std::vector<int64_t> block(64);
+  split.validation.copy_block(1, block.data());
+  EXPECT_EQ(block.front(), 14 * 64);
   EXPECT_EQ(split.train.seq_len, 64);
 
-  split = split_blocks(tokens.data(), tokens.size(), 64, 0.0);
+  split = split_blocks(all, 64, 0.0);
   EXPECT_EQ(split.train.num_blocks, 15);
   EXPECT_EQ(split.validation.num_blocks, 0);
 
-  split = split_blocks(tokens.data(), tokens.size(), 64, 0.001);  // tiny fraction: still 1
+  split = split_blocks(all, 64, 0.001);  // tiny fraction: still 1
   EXPECT_EQ(split.validation.num_blocks, 1);
 
-  split = split_blocks(tokens.data(), 640, 64, 0.7);  // exactly 7 of 10, no rounding up to 8
+  split = split_blocks(stream_of(tokens, 640), 64, 0.7);  // exactly 7 of 10, no rounding up to 8
   EXPECT_EQ(split.validation.num_blocks, 7);
 
-  split = split_blocks(tokens.data(), 128, 64, 0.9);  // 2 blocks: train keeps one
+  split = split_blocks(stream_of(tokens, 128), 64, 0.9);  // 2 blocks: train keeps one
   EXPECT_EQ(split.train.num_blocks, 1);
   EXPECT_EQ(split.validation.num_blocks, 1);
 
-  EXPECT_THROW(split_blocks(tokens.data(), 127, 64, 0.1), std::runtime_error);
-  EXPECT_ANY_THROW(split_blocks(tokens.data(), tokens.size(), 64, 1.0));
-  EXPECT_ANY_THROW(split_blocks(tokens.data(), tokens.size(), 0, 0.1));
+  EXPECT_THROW(split_blocks(stream_of(tokens, 127), 64, 0.1), std::runtime_error);
+  EXPECT_ANY_THROW(split_blocks(all, 64, 1.0));
+  EXPECT_ANY_THROW(split_blocks(all, 0, 0.1));
 }
 
 TEST(DataBatches, ShardsAreDisjointAndCoverOneEpoch) {
@@ -146,10 +157,31 @@ TEST(DataBatches, SampleOrderIsPortable) {
   EXPECT_EQ(epoch_of(order, 1), (std::vector<int64_t>{9, 4, 7, 5, 1, 6, 2, 8, 3, 0}));
 }
 
+TEST(DataBatches, LargeCorporaGetAComputedPermutationPerEpoch) {
+  // Just above the listed limit, and a count far from a power of 4 (cycle walking).
+  for (int64_t n : {SampleOrder::kMaxListedBlocks + 1, int64_t{3} * SampleOrder::kMaxListedBlocks + 7}) {
+    const SampleOrder order(n, 11);
+    std::vector<char> seen(static_cast<size_t>(n), 0);
+    int64_t in_place = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t b = order.block_of(n + i);  // epoch 1
+      ASSERT_GE(b, 0);
+      ASSERT_LT(b, n);
+      ASSERT_FALSE(seen[static_cast<size_t>(b)]) << "block " << b << " twice";
+      seen[static_cast<size_t>(b)] = 1;
+      in_place += b == i;
+    }
+    EXPECT_LT(in_place, 10);  // shuffled, not the identity
+    EXPECT_NE(order.block_of(0), order.block_of(n));  // another epoch, another order
+    EXPECT_EQ(SampleOrder(n, 11).block_of(12345), order.block_of(12345));
+  }
+}
+
 TEST(DataBatches, GatherBlocksCopiesTheSampledBlocks) {
   std::vector<uint32_t> tokens(10 * 4);
   std::iota(tokens.begin(), tokens.end(), 100u);
-  const TrainValSplit split = split_blocks(tokens.data(), tokens.size(), 4, 0.2);
+  const TokenStream all = stream_of(tokens, tokens.size());
+  const TrainValSplit split = split_blocks(all, 4, 0.2);
   ASSERT_EQ(split.train.num_blocks, 8);
   const SampleOrder order(split.train.num_blocks, 3);
   const std::vector<int64_t> samples = {0, 5, 9};  // 9 is in epoch 1

@@ -15,8 +15,7 @@ Across all inputs: every metric of the contract is used by at least one panel or
 table of the reference doc (--docs) lists exactly the contract, and (--promtool) every dashboard
 expression parses as PromQL (promtool check rules on a generated file).
 
-  check_dashboards.py [--alerts alerts.yml] [--docs docs/observability.md] [--promtool PATH]
-                      dashboard.json...
+  check_dashboards.py [--alerts alerts.yml] [--docs docs/observability.md] [--promtool PATH] dash.json...
   check_dashboards.py --self-test   # proves that each check rejects a broken input
 """
 import argparse
@@ -62,6 +61,7 @@ METRICS = {
     "relora_worker_checkpoint_save_duration_seconds": ("histogram", WORKER_LABELS),
     "relora_worker_checkpoints_total": ("counter", WORKER_LABELS),
     "relora_worker_data_wait_seconds_total": ("counter", WORKER_LABELS),
+    "relora_worker_data_source_tokens": ("gauge", WORKER_LABELS + ("source",)),
     "relora_worker_update_effective_rank": ("gauge", WORKER_LABELS + ("layer",)),
     "relora_worker_info": ("gauge", PROCESS_LABELS + ("device", "version")),
     "relora_worker_state": ("gauge", PROCESS_LABELS + ("state",)),

@@ -43,6 +43,7 @@ void JobReporter::on_step(const train::StepReport& r) {
   progress_.set_merges(r.merges);
   progress_.set_optimizer_resets(r.optimizer_resets);
   progress_.set_eta_seconds(r.eta_seconds);
+  for (const auto& [source, tokens] : r.source_tokens) (*progress_.mutable_source_tokens())[source] = tokens;
   const bool due = !sent_any_ || std::chrono::steady_clock::now() - last_sent_ >= interval_;
   if (due || r.step == r.total_steps) send_progress("");
 }

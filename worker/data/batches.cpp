@@ -8,29 +8,10 @@
 #include <stdexcept>
 #include <string>
 
+#include "worker/data/random.h"
+
 namespace relora::data {
 namespace {
-
-// SplitMix64 finalizer: spreads (seed, epoch) so that neighbouring epochs or seeds give
-// unrelated generator states (mt19937_64 seeded with 1 and 2 starts out correlated).
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
-// Uniform integer in [0, bound) by rejection. std::uniform_int_distribution's algorithm is
-// implementation-defined, which would make the sample order differ between standard libraries;
-// this one depends only on mt19937_64's output, which the standard fixes.
-uint64_t uniform_below(std::mt19937_64& rng, uint64_t bound) {
-  // Reject the lowest (2^64 mod bound) values so every residue is equally likely.
-  const uint64_t threshold = (0 - bound) % bound;
-  while (true) {
-    const uint64_t r = rng();
-    if (r >= threshold) return r % bound;
-  }
-}
 
 void require(bool ok, const std::string& what) {
   if (!ok) throw std::invalid_argument(what);
@@ -38,8 +19,8 @@ void require(bool ok, const std::string& what) {
 
 }  // namespace
 
-TrainValSplit split_blocks(const uint32_t* tokens, uint64_t total_tokens, int64_t seq_len,
-                           double validation_fraction) {
+TrainValSplit split_blocks(const TokenStream& tokens, int64_t seq_len, double validation_fraction) {
+  const uint64_t total_tokens = tokens.size();
   require(seq_len > 0, "split_blocks: seq_len must be positive");
   require(validation_fraction >= 0.0 && validation_fraction < 1.0,
           "split_blocks: validation_fraction must be in [0, 1)");
@@ -57,8 +38,8 @@ TrainValSplit split_blocks(const uint32_t* tokens, uint64_t total_tokens, int64_
     validation = std::min<int64_t>(validation, blocks - 1);  // keep at least one train block
   }
   TrainValSplit split;
-  split.train = BlockRange{tokens, seq_len, 0, blocks - validation};
-  split.validation = BlockRange{tokens, seq_len, blocks - validation, validation};
+  split.train = BlockRange{&tokens, seq_len, 0, blocks - validation};
+  split.validation = BlockRange{&tokens, seq_len, blocks - validation, validation};
   return split;
 }
 
@@ -69,7 +50,32 @@ SampleOrder::SampleOrder(int64_t num_blocks, uint64_t seed) : num_blocks_(num_bl
 int64_t SampleOrder::block_of(int64_t global_sample) const {
   require(global_sample >= 0, "SampleOrder: negative sample index");
   const int64_t epoch = global_sample / num_blocks_;
-  return permutation(epoch)[static_cast<size_t>(global_sample % num_blocks_)];
+  const int64_t i = global_sample % num_blocks_;
+  if (num_blocks_ > kMaxListedBlocks) return feistel(epoch, i);
+  return permutation(epoch)[static_cast<size_t>(i)];
+}
+
+// A keyed bijection of [0, 2^(2h)) (a 4-round balanced Feistel network whose round function is
+// SplitMix64 of the half and a per-(seed, epoch, round) key), restricted to [0, num_blocks) by
+// cycle walking: applied again while the result is out of range. Since 2^(2h) < 4 num_blocks,
+// that takes under 4 rounds on average. O(1) memory for any corpus size.
+int64_t SampleOrder::feistel(int64_t epoch, int64_t i) const {
+  int half_bits = 1;
+  while ((uint64_t{1} << (2 * half_bits)) < static_cast<uint64_t>(num_blocks_)) ++half_bits;
+  const uint64_t mask = (uint64_t{1} << half_bits) - 1;
+  const uint64_t key = splitmix64(seed_ ^ splitmix64(static_cast<uint64_t>(epoch)) ^ 0x66656973746c3031ull);
+  auto x = static_cast<uint64_t>(i);
+  do {
+    uint64_t left = x >> half_bits, right = x & mask;
+    for (uint64_t round = 0; round < 4; ++round) {
+      const uint64_t f = splitmix64(key + round * 0x9E3779B97F4A7C15ull + right) & mask;
+      const uint64_t next = left ^ f;
+      left = right;
+      right = next;
+    }
+    x = (left << half_bits) | right;
+  } while (x >= static_cast<uint64_t>(num_blocks_));
+  return static_cast<int64_t>(x);
 }
 
 // Training reads epochs in order, so one cached permutation suffices. The cache makes this
@@ -112,8 +118,7 @@ void gather_blocks(const BlockRange& range, const SampleOrder& order,
   const auto seq_len = static_cast<size_t>(range.seq_len);
   out.resize(samples.size() * seq_len);
   for (size_t row = 0; row < samples.size(); ++row) {
-    const uint32_t* block = range.block(order.block_of(samples[row]));
-    std::copy(block, block + seq_len, out.begin() + static_cast<std::ptrdiff_t>(row * seq_len));
+    range.copy_block(order.block_of(samples[row]), out.data() + row * seq_len);
   }
 }
 

@@ -11,15 +11,21 @@
 #include <cstdint>
 #include <vector>
 
+#include "worker/data/token_stream.h"
+
 namespace relora::data {
 
-// Blocks [first_block, first_block + num_blocks) of `seq_len` tokens each over a token array.
+// Blocks [first_block, first_block + num_blocks) of `seq_len` tokens each over a token stream.
+// A block may straddle two files of the stream: blocks are cut from the stream, not per file.
 struct BlockRange {
-  const uint32_t* tokens = nullptr;
+  const TokenStream* tokens = nullptr;
   int64_t seq_len = 0;
   int64_t first_block = 0;
   int64_t num_blocks = 0;
-  const uint32_t* block(int64_t i) const { return tokens + (first_block + i) * seq_len; }
+  // Copies block i's seq_len ids into `out`.
+  void copy_block(int64_t i, int64_t* out) const {
+    tokens->copy(static_cast<uint64_t>((first_block + i) * seq_len), static_cast<uint64_t>(seq_len), out);
+  }
 };
 
 // Splits `total_tokens` into train and validation block ranges. validation_fraction in [0, 1):
@@ -29,19 +35,26 @@ struct TrainValSplit {
   BlockRange train;
   BlockRange validation;
 };
-TrainValSplit split_blocks(const uint32_t* tokens, uint64_t total_tokens, int64_t seq_len,
-                           double validation_fraction);
+// `tokens` must outlive the ranges.
+TrainValSplit split_blocks(const TokenStream& tokens, int64_t seq_len, double validation_fraction);
 
 // Global sample index -> block index: each epoch is a fresh permutation of [0, num_blocks)
-// drawn from (seed, epoch) with a portable generator (std::mt19937_64 + Fisher-Yates).
+// drawn from (seed, epoch) with a portable generator (std::mt19937_64 + Fisher-Yates). A listed
+// permutation costs 8 bytes per block, so above kMaxListedBlocks (8 MB of list; about 1 GB of
+// tokens at seq_len 256) the permutation is computed per sample instead (a keyed Feistel
+// bijection, O(1) memory): a terabyte corpus would otherwise need gigabytes for its sample order.
+// Jobs at or below the limit keep the order they always had.
 class SampleOrder {
  public:
+  static constexpr int64_t kMaxListedBlocks = int64_t{1} << 20;
+
   SampleOrder(int64_t num_blocks, uint64_t seed);
   int64_t block_of(int64_t global_sample) const;
   int64_t num_blocks() const { return num_blocks_; }
 
  private:
   const std::vector<int64_t>& permutation(int64_t epoch) const;
+  int64_t feistel(int64_t epoch, int64_t i) const;
   int64_t num_blocks_;
   uint64_t seed_;
   mutable int64_t cached_epoch_ = -1;

@@ -1,10 +1,8 @@
-// Documents from JSON-lines shards (C4) and plain text, optionally gzip-compressed.
+// Documents from JSON-lines shards (C4) and plain text, optionally gzip- or zstd-compressed.
 //
-// Every file is read through zlib's gzread, which passes uncompressed files through unchanged,
-// so one line reader serves all formats and no format needs to be guessed from the bytes.
+// Every file is read through a ByteStream (byte_stream.h), so one line reader serves all
+// formats and compressions.
 #include "worker/data/documents.h"
-
-#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -14,6 +12,8 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+
+#include "worker/data/byte_stream.h"
 
 namespace fs = std::filesystem;
 
@@ -33,24 +33,15 @@ bool is_hidden(const fs::path& relative) {
   return false;
 }
 
-// Reads a (possibly gzip-compressed) file line by line, without the trailing "\n" / "\r\n".
-// Lines of any length are supported: the buffer is scanned, not read with a fixed-size gzgets.
+// Reads a (possibly compressed) file line by line, without the trailing "\n" / "\r\n".
+// Lines of any length are supported: the buffer is scanned, not read with a fixed-size gets.
 class LineReader {
  public:
-  explicit LineReader(const std::string& path) : path_(path) {
-    errno = 0;
-    file_ = gzopen(path.c_str(), "rb");
-    if (file_ == nullptr) {
-      throw std::runtime_error("cannot open " + path + ": " +
-                               (errno != 0 ? std::strerror(errno) : "gzopen failed"));
-    }
-    gzbuffer(file_, 1 << 17);
-  }
-  ~LineReader() {
-    if (file_ != nullptr) gzclose(file_);
-  }
-  LineReader(const LineReader&) = delete;
-  LineReader& operator=(const LineReader&) = delete;
+  explicit LineReader(const std::string& path) : stream_(open_byte_stream(path)) {}
+
+  // Bytes of the file consumed, as of the last refill (asking the stream per line would cost a
+  // system call per line for gzip).
+  uint64_t position() const { return position_; }
 
   // Returns false at end of file. The view stays valid until the next call.
   bool next(std::string_view& line) {
@@ -82,30 +73,27 @@ class LineReader {
     const size_t old_size = buffer_.size();
     constexpr size_t kChunk = 1 << 20;
     buffer_.resize(old_size + kChunk);
-    const int got = gzread(file_, buffer_.data() + old_size, static_cast<unsigned>(kChunk));
-    if (got < 0) {
-      int code = 0;
-      const char* message = gzerror(file_, &code);
-      throw std::runtime_error("cannot read " + path_ + ": " + message);
-    }
-    buffer_.resize(old_size + static_cast<size_t>(got));
+    const size_t got = stream_->read(buffer_.data() + old_size, kChunk);
+    buffer_.resize(old_size + got);
     if (got == 0) eof_ = true;
+    position_ = stream_->position();
   }
 
-  std::string path_;
-  gzFile file_ = nullptr;
+  std::unique_ptr<ByteStream> stream_;
+  uint64_t position_ = 0;
   std::string buffer_;
   size_t pos_ = 0;
   bool eof_ = false;
 };
 
-void read_json_lines(const std::string& path,
-                     const std::function<void(std::string_view)>& on_document) {
+void read_json_lines(const std::string& path, const std::function<void(std::string_view)>& on_document,
+                     std::atomic<uint64_t>* bytes_read) {
   LineReader reader(path);
   std::string_view line;
   size_t line_number = 0;
   while (reader.next(line)) {
     ++line_number;
+    if (bytes_read != nullptr) bytes_read->store(reader.position(), std::memory_order_relaxed);
     if (line.find_first_not_of(" \t") == std::string_view::npos) continue;  // blank line
     const std::string where = path + ":" + std::to_string(line_number);
     nlohmann::json object;
@@ -132,8 +120,8 @@ bool is_separator(std::string_view line) {
   return core == "<|endoftext|>" || core == "%";
 }
 
-void read_plain_text(const std::string& path,
-                     const std::function<void(std::string_view)>& on_document) {
+void read_plain_text(const std::string& path, const std::function<void(std::string_view)>& on_document,
+                     std::atomic<uint64_t>* bytes_read) {
   LineReader reader(path);
   std::string document;
   // A document of only blank lines is empty too: it is skipped like an empty one.
@@ -144,6 +132,7 @@ void read_plain_text(const std::string& path,
   std::string_view line;
   bool first_line = true;
   while (reader.next(line)) {
+    if (bytes_read != nullptr) bytes_read->store(reader.position(), std::memory_order_relaxed);
     if (is_separator(line)) {
       flush();
       first_line = true;
@@ -186,14 +175,15 @@ std::vector<std::string> expand_input_paths(const std::vector<std::string>& path
   return files;
 }
 
-void read_documents(const std::string& path,
-                    const std::function<void(std::string_view)>& on_document) {
+void read_documents(const std::string& path, const std::function<void(std::string_view)>& on_document,
+                    std::atomic<uint64_t>* bytes_read) {
   std::string_view name = path;
   if (ends_with(name, ".gz")) name.remove_suffix(3);
+  if (ends_with(name, ".zst")) name.remove_suffix(4);
   if (ends_with(name, ".json") || ends_with(name, ".jsonl")) {
-    read_json_lines(path, on_document);
+    read_json_lines(path, on_document, bytes_read);
   } else {
-    read_plain_text(path, on_document);
+    read_plain_text(path, on_document, bytes_read);
   }
 }
 

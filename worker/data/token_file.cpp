@@ -45,91 +45,76 @@ uint32_t crc_update(uint32_t crc, const void* bytes, size_t n) {
   return static_cast<uint32_t>(crc32_z(crc, static_cast<const Bytef*>(bytes), n));
 }
 
-// Streams tokens into a temporary file next to `path`, then commits header, fsync and rename.
-// Streaming keeps tokenize_to_cache's memory flat however large the corpus is.
-class TokenWriter {
- public:
-  explicit TokenWriter(std::string path)
-      : path_(std::move(path)), temp_(path_ + ".tmp." + std::to_string(::getpid())) {
-    fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) fail("cannot create");
-    const unsigned char zeros[kHeaderBytes] = {};
-    write_all(zeros, sizeof zeros);  // placeholder until the count and checksum are known
-    crc_ = crc_update(0, nullptr, 0);
-  }
-  ~TokenWriter() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(temp_.c_str());
-  }
-  TokenWriter(const TokenWriter&) = delete;
-  TokenWriter& operator=(const TokenWriter&) = delete;
-
-  void append(const uint32_t* tokens, size_t n) {
-    // zlib treats a null buffer as "return the initial crc", which would silently reset the
-    // running checksum (an empty std::vector's data() may be null).
-    if (n == 0) return;
-    write_all(tokens, n * sizeof(uint32_t));
-    crc_ = crc_update(crc_, tokens, n * sizeof(uint32_t));
-    count_ += n;
-  }
-
-  void commit(uint32_t vocab_size, uint64_t documents) {
-    unsigned char header[kHeaderBytes] = {};
-    std::memcpy(header, kMagic, sizeof kMagic);
-    std::memcpy(header + kVersionAt, &kVersion, 4);
-    std::memcpy(header + kVocabAt, &vocab_size, 4);
-    std::memcpy(header + kCountAt, &count_, 8);
-    std::memcpy(header + kDocumentsAt, &documents, 8);
-    std::memcpy(header + kCrcAt, &crc_, 4);
-    if (::pwrite(fd_, header, sizeof header, 0) != static_cast<ssize_t>(sizeof header)) {
-      fail("cannot write header of");
-    }
-    if (::fsync(fd_) != 0) fail("cannot fsync");
-    if (::close(fd_) != 0) {
-      fd_ = -1;
-      fail("cannot close");
-    }
-    fd_ = -1;
-    if (::rename(temp_.c_str(), path_.c_str()) != 0) fail("cannot rename into place");
-    committed_ = true;
-    // Make the rename itself durable: fsync the directory that holds the new name.
-    const std::string dir = fs::path(path_).parent_path().empty()
-                                ? std::string(".")
-                                : fs::path(path_).parent_path().string();
-    const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir_fd >= 0) {
-      ::fsync(dir_fd);
-      ::close(dir_fd);
-    }
-  }
-
-  uint64_t count() const { return count_; }
-
- private:
-  void write_all(const void* data, size_t n) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      const ssize_t wrote = ::write(fd_, p, n);
-      if (wrote < 0 && errno == EINTR) continue;
-      if (wrote <= 0) fail("cannot write");
-      p += wrote;
-      n -= static_cast<size_t>(wrote);
-    }
-  }
-  [[noreturn]] void fail(const std::string& what) const {
-    throw std::runtime_error("token file " + path_ + ": " + what + " " + temp_ + ": " +
-                             errno_text());
-  }
-
-  std::string path_;
-  std::string temp_;
-  int fd_ = -1;
-  uint32_t crc_ = 0;
-  uint64_t count_ = 0;
-  bool committed_ = false;
-};
-
 }  // namespace
+
+TokenWriter::TokenWriter(std::string path)
+    : path_(std::move(path)), temp_(path_ + ".tmp." + std::to_string(::getpid())) {
+  fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail("cannot create");
+  const unsigned char zeros[kHeaderBytes] = {};
+  write_all(zeros, sizeof zeros);  // placeholder until the count and checksum are known
+  crc_ = crc_update(0, nullptr, 0);
+}
+
+TokenWriter::~TokenWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(temp_.c_str());
+}
+
+void TokenWriter::append(const uint32_t* tokens, size_t n) {
+  // zlib treats a null buffer as "return the initial crc", which would silently reset the
+  // running checksum (an empty std::vector's data() may be null).
+  if (n == 0) return;
+  write_all(tokens, n * sizeof(uint32_t));
+  crc_ = crc_update(crc_, tokens, n * sizeof(uint32_t));
+  count_ += n;
+}
+
+void TokenWriter::commit(uint32_t vocab_size, uint64_t documents) {
+  unsigned char header[kHeaderBytes] = {};
+  std::memcpy(header, kMagic, sizeof kMagic);
+  std::memcpy(header + kVersionAt, &kVersion, 4);
+  std::memcpy(header + kVocabAt, &vocab_size, 4);
+  std::memcpy(header + kCountAt, &count_, 8);
+  std::memcpy(header + kDocumentsAt, &documents, 8);
+  std::memcpy(header + kCrcAt, &crc_, 4);
+  if (::pwrite(fd_, header, sizeof header, 0) != static_cast<ssize_t>(sizeof header)) {
+    fail("cannot write header of");
+  }
+  if (::fsync(fd_) != 0) fail("cannot fsync");
+  if (::close(fd_) != 0) {
+    fd_ = -1;
+    fail("cannot close");
+  }
+  fd_ = -1;
+  if (::rename(temp_.c_str(), path_.c_str()) != 0) fail("cannot rename into place");
+  committed_ = true;
+  // Make the rename itself durable: fsync the directory that holds the new name.
+  const std::string dir = fs::path(path_).parent_path().empty()
+                              ? std::string(".")
+                              : fs::path(path_).parent_path().string();
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    ::fsync(dir_fd);
+    ::close(dir_fd);
+  }
+}
+
+void TokenWriter::write_all(const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t wrote = ::write(fd_, p, n);
+    if (wrote < 0 && errno == EINTR) continue;
+    if (wrote <= 0) fail("cannot write");
+    p += wrote;
+    n -= static_cast<size_t>(wrote);
+  }
+}
+
+void TokenWriter::fail(const std::string& what) const {
+  throw std::runtime_error("token file " + path_ + ": " + what + " " + temp_ + ": " +
+                           errno_text());
+}
 
 void write_token_file(const std::string& path, const std::vector<uint32_t>& tokens,
                       uint32_t vocab_size, uint64_t documents) {
@@ -176,6 +161,7 @@ TokenFile::TokenFile(const std::string& path, bool verify_checksum) : path_(path
   vocab_size_ = load_field<uint32_t>(header, kVocabAt);
   count_ = load_field<uint64_t>(header, kCountAt);
   documents_ = load_field<uint64_t>(header, kDocumentsAt);
+  crc32_ = load_field<uint32_t>(header, kCrcAt);
   const uint64_t payload = file_bytes - kHeaderBytes;
   if (count_ > payload / sizeof(uint32_t) || payload != count_ * sizeof(uint32_t)) {
     throw reject("size mismatch (truncated or corrupt): header says " + std::to_string(count_) +
@@ -213,6 +199,7 @@ TokenFile& TokenFile::operator=(TokenFile&& other) noexcept {
     tokens_ = std::exchange(other.tokens_, nullptr);
     count_ = std::exchange(other.count_, 0);
     documents_ = std::exchange(other.documents_, 0);
+    crc32_ = std::exchange(other.crc32_, 0);
     vocab_size_ = std::exchange(other.vocab_size_, 0);
   }
   return *this;

@@ -11,6 +11,34 @@
 
 namespace relora::data {
 
+// Streams tokens into a temporary file next to `path` (path + ".tmp." + pid), then commits:
+// header, fsync, rename, fsync of the directory. Destroyed uncommitted, it removes the temporary
+// file; a killed process leaves it behind (`relora tokenize` sweeps such leftovers). Streaming
+// keeps memory flat however large the file. Throws naming the path on I/O errors.
+class TokenWriter {
+ public:
+  explicit TokenWriter(std::string path);
+  ~TokenWriter();
+  TokenWriter(const TokenWriter&) = delete;
+  TokenWriter& operator=(const TokenWriter&) = delete;
+
+  void append(const uint32_t* tokens, size_t n);
+  void commit(uint32_t vocab_size, uint64_t documents);
+  uint64_t count() const { return count_; }
+  uint32_t crc32() const { return crc_; }  // of the tokens appended so far
+
+ private:
+  void write_all(const void* data, size_t n);
+  [[noreturn]] void fail(const std::string& what) const;
+
+  std::string path_;
+  std::string temp_;
+  int fd_ = -1;
+  uint32_t crc_ = 0;
+  uint64_t count_ = 0;
+  bool committed_ = false;
+};
+
 // Writes atomically: temporary name, fsync, rename. Throws naming the path on I/O errors.
 void write_token_file(const std::string& path, const std::vector<uint32_t>& tokens,
                       uint32_t vocab_size, uint64_t documents);
@@ -30,6 +58,7 @@ class TokenFile {
   uint64_t size() const { return count_; }
   uint32_t vocab_size() const { return vocab_size_; }
   uint64_t documents() const { return documents_; }
+  uint32_t stored_crc32() const { return crc32_; }  // the header's; checked only with verify_checksum
   const std::string& path() const { return path_; }
 
  private:
@@ -40,6 +69,7 @@ class TokenFile {
   uint64_t count_ = 0;
   uint64_t documents_ = 0;
   uint32_t vocab_size_ = 0;
+  uint32_t crc32_ = 0;
 };
 
 // Tokenizes `inputs` (EOS after every document) into a token file under `cache_dir`, named by a

@@ -85,6 +85,7 @@ struct PrometheusTrainMetrics::Series {
   std::map<std::string, Counter*> collective_sent_bytes;  // by kind
   Histogram *allreduce_duration = nullptr, *checkpoint_duration = nullptr;
   std::map<std::string, Gauge*> effective_rank;  // by layer
+  std::map<std::string, Gauge*> source_tokens;   // by data source
 };
 
 PrometheusTrainMetrics::PrometheusTrainMetrics(prometheus::Registry& registry, const std::string& job_id, int rank,
@@ -138,6 +139,13 @@ void PrometheusTrainMetrics::step_done(const train::StepReport& r, double data_w
   s.step->Set(static_cast<double>(r.step));
   s.last_step->Set(unix_seconds());
   s.train_loss->Set(r.loss);
+  for (const auto& [source, tokens] : r.source_tokens) {
+    s.child(s.source_tokens, source, [&]() -> Gauge& {
+       return s.gauge("relora_worker_data_source_tokens",
+                      "Tokens trained so far from each data source (data.train entry), all ranks together.",
+                      {{"source", source}});
+     }).Set(static_cast<double>(tokens));
+  }
   s.lr->Set(r.lr);
   s.cycle->Set(static_cast<double>(r.cycle));
   s.data_wait->Increment(data_wait_seconds);

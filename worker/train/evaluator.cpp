@@ -29,10 +29,7 @@ EvalReport Evaluator::run(model::Llama& model, int64_t step) const {
       const int64_t n = std::min(mb, blocks - base);
       auto x = torch::empty({n, seq}, torch::kInt64);
       auto* dst = x.data_ptr<int64_t>();
-      for (int64_t i = 0; i < n; ++i) {
-        const uint32_t* src = validation_.block(base + i);
-        for (int64_t j = 0; j < seq; ++j) dst[i * seq + j] = src[j];
-      }
+      for (int64_t i = 0; i < n; ++i) validation_.copy_block(base + i, dst + i * seq);
       auto [sum, c] = model->nll_sum(x.to(s.device));
       if (!counted) continue;
       nll += sum;

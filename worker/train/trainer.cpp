@@ -238,7 +238,7 @@ Trainer::StepResult Trainer::train_step() {
     for (int64_t k = 0; k < accum; ++k) {
       const auto data_start = Clock::now();
       auto samples = data::micro_batch_samples(geometry_, counters_.step, k, options_.rank);
-      data::gather_blocks(data_->train(), data_->order(), samples, tokens);
+      data::gather_blocks(data_->train_sources(), data_->order(), samples, tokens);
       {
         std::lock_guard<std::mutex> lock(dropout_gen_.mutex());
         dropout_gen_.set_current_seed(boundary_seed(spec_.training().seed() ^ kDropoutSeedSalt, samples.front()));
@@ -331,6 +331,9 @@ TrainSummary Trainer::run() {
       report.device_reserved_bytes = memory.reserved;
       report.device_peak_bytes = memory.peak_allocated;
     }
+    const auto samples = data_->order().counts_before(counters_.step * geometry_.global_batch());
+    for (size_t i = 0; i < samples.size(); ++i)
+      report.source_tokens.emplace_back(data_->source_names()[i], samples[i] * data_->seq_len());
     report.eta_seconds = train_seconds / static_cast<double>(summary.losses.size()) * static_cast<double>(total - counters_.step);
     if (counters_.step % log_every == 0 || counters_.step == total || counters_.step == 1)
       spdlog::info("step {}/{} | loss {:.4f} | lr {:.2e} | {} tok/s | cycle {} | merges {} | eta {}", counters_.step, total,

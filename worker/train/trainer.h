@@ -49,6 +49,9 @@ struct StepReport {
   int64_t merges = 0;
   int64_t optimizer_resets = 0;
   double eta_seconds = 0;
+  // Tokens trained so far per data source (DataPipeline::source_names() order), all ranks:
+  // a function of the step (the sample order is), so it is right after a resume too.
+  std::vector<std::pair<std::string, int64_t>> source_tokens;
   // The CUDA caching allocator's bytes after the step (-1 on the CPU): allocated, reserved, and
   // the peak allocated since the process started.
   int64_t device_allocated_bytes = -1;
