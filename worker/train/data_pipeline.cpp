@@ -17,6 +17,11 @@ DataPipeline::DataPipeline(const relora::v1::JobSpec& spec) : seq_len_(spec.data
                             train_files[0].compare(train_files[0].size() - 4, 4, ".tok") == 0;
   if (!d.tokenizer_model().empty()) {
     tokenizer_ = std::make_unique<data::Tokenizer>(data::Tokenizer::load(d.tokenizer_model()));
+  } else if (!pretokenized && !spec.model().from_hf().empty()) {
+    // A new tokenizer's ids would mean other pieces than the ones the model learnt.
+    throw std::runtime_error("model.from_hf: " + spec.model().from_hf() +
+                             " has no tokenizer.model; name the model's SentencePiece tokenizer in "
+                             "data.tokenizer_model (or train on one pre-tokenized .tok file)");
   } else if (!pretokenized) {
     tokenizer_ = std::make_unique<data::Tokenizer>(
         data::Tokenizer::train_or_load_cached(train_files, d.tokenizer_vocab_size(), d.cache_dir(),
