@@ -414,8 +414,11 @@ void resolve_job_spec(relora::v1::JobSpec& spec) {
     if (!m.has_intermediate_size()) m.set_intermediate_size(p->intermediate_size);
     if (!m.has_vocab_size()) m.set_vocab_size(p->vocab_size);
   }
-  if (!m.has_rms_norm_eps()) m.set_rms_norm_eps(1e-6);
-  if (!m.has_rope_theta()) m.set_rope_theta(10000.0);
+  // A Hugging Face model's config.json gives these (worker/train/hf_config.h): a default here
+  // would then disagree with it.
+  const bool from_hf = !m.from_hf().empty();
+  if (!from_hf && !m.has_rms_norm_eps()) m.set_rms_norm_eps(1e-6);
+  if (!from_hf && !m.has_rope_theta()) m.set_rope_theta(10000.0);
 
   auto& t = *spec.mutable_training();
   auto& r = *spec.mutable_relora();
@@ -436,7 +439,7 @@ void resolve_job_spec(relora::v1::JobSpec& spec) {
   auto& d = *spec.mutable_data();
   if (!d.has_seq_len()) d.set_seq_len(256);
   if (!d.has_validation_fraction()) d.set_validation_fraction(d.validation().empty() ? 0.05 : 0.0);
-  if (d.tokenizer_model().empty() && !d.has_tokenizer_vocab_size() && m.has_vocab_size()) {
+  if (d.tokenizer_model().empty() && !from_hf && !d.has_tokenizer_vocab_size() && m.has_vocab_size()) {
     d.set_tokenizer_vocab_size(m.vocab_size());
   }
   if (d.cache_dir().empty()) d.set_cache_dir(c.dir() + "/cache");

@@ -51,6 +51,16 @@ void require_positive(const std::string& field, double v) {
   if (!(std::isfinite(v) && v > 0)) fail(field, num(v) + " must be a positive number");
 }
 
+// Bounds on what one spec may carry: the coordinator stores every spec and sends it to every rank.
+constexpr size_t kMaxPathLength = 4096;  // PATH_MAX on Linux
+constexpr int kMaxDataFiles = 10000;
+
+void require_path_length(const std::string& field, const std::string& path) {
+  if (path.size() > kMaxPathLength)
+    fail(field, "a path of " + std::to_string(path.size()) + " characters (at most " + std::to_string(kMaxPathLength) +
+                    ")");
+}
+
 void validate_model(const relora::v1::ModelSpec& m) {
   if (!m.preset().empty() && !find_model_preset(m.preset())) {
     fail("model.preset", "unknown preset '" + m.preset() + "' (valid: " + join(model_preset_names()) + ")");
@@ -62,11 +72,17 @@ void validate_model(const relora::v1::ModelSpec& m) {
       {"intermediate_size", m.has_intermediate_size(), m.intermediate_size()},
       {"vocab_size", m.has_vocab_size(), m.vocab_size()},
   };
+  // With model.from_hf the worker fills unset fields from config.json and validates again
+  // (worker/train/hf_config.h): here only the fields the job sets are checked.
+  const bool from_hf = !m.from_hf().empty();
+  require_path_length("model.from_hf", m.from_hf());
   for (const auto& d : dims) {
     const std::string field = std::string("model.") + d.name;
+    if (!d.has && from_hf) continue;
     if (!d.has) fail(field, "required when model.preset is not set (presets: " + join(model_preset_names()) + ")");
     if (d.value <= 0) fail(field, std::to_string(d.value) + " must be positive");
   }
+  if (!m.has_hidden_size() || !m.has_num_heads()) return;  // only with from_hf
   if (m.hidden_size() % m.num_heads() != 0) {
     fail("model.hidden_size", std::to_string(m.hidden_size()) + " is not divisible by model.num_heads " +
                                   std::to_string(m.num_heads()));
@@ -76,18 +92,8 @@ void validate_model(const relora::v1::ModelSpec& m) {
     fail("model.num_heads", "head dimension " + std::to_string(m.hidden_size() / m.num_heads()) +
                                 " (hidden_size / num_heads) must be even for rotary embeddings");
   }
-  require_positive("model.rms_norm_eps", m.rms_norm_eps());
-  require_positive("model.rope_theta", m.rope_theta());
-}
-
-// Bounds on what one spec may carry: the coordinator stores every spec and sends it to every rank.
-constexpr size_t kMaxPathLength = 4096;  // PATH_MAX on Linux
-constexpr int kMaxDataFiles = 10000;
-
-void require_path_length(const std::string& field, const std::string& path) {
-  if (path.size() > kMaxPathLength)
-    fail(field, "a path of " + std::to_string(path.size()) + " characters (at most " + std::to_string(kMaxPathLength) +
-                    ")");
+  if (m.has_rms_norm_eps()) require_positive("model.rms_norm_eps", m.rms_norm_eps());
+  if (m.has_rope_theta()) require_positive("model.rope_theta", m.rope_theta());
 }
 
 void validate_data(const relora::v1::DataSpec& d, const relora::v1::ModelSpec& m) {
@@ -118,7 +124,10 @@ void validate_data(const relora::v1::DataSpec& d, const relora::v1::ModelSpec& m
     fail("data.tokenizer_model_type", "'" + type + "' is not bpe or unigram");
   if (!type.empty() && !d.tokenizer_model().empty())
     fail("data.tokenizer_model_type", "applies to a tokenizer relora trains; data.tokenizer_model brings its own");
-  if (d.tokenizer_model().empty()) {  // the tokenizer is trained by us: its size must fit the model
+  // A pretrained model's ids mean its own tokenizer's pieces: relora never trains one for it.
+  if (!type.empty() && !m.from_hf().empty())
+    fail("data.tokenizer_model_type", "applies to a tokenizer relora trains; model.from_hf brings its own");
+  if (d.tokenizer_model().empty() && m.from_hf().empty()) {  // the tokenizer is trained by us: its size must fit the model
     const int32_t v = d.tokenizer_vocab_size();
     if (v < 16) fail("data.tokenizer_vocab_size", std::to_string(v) + " must be at least 16");
     // Matches kMinBpeVocabSize (worker/data/tokenizer.h): 256 byte pieces + 3 specials + the
@@ -194,9 +203,11 @@ void validate_relora(const relora::v1::JobSpec& spec) {
   validate_mode_conflicts(r);
   if (r.mode() == "full") return;
 
+  // Unknown until the worker reads model.from_hf's config.json (it validates again then).
+  const bool shape_known = spec.model().has_hidden_size() && spec.model().has_intermediate_size();
   const int32_t smallest = std::min(spec.model().hidden_size(), spec.model().intermediate_size());
-  if (r.rank() < 1) fail("relora.rank", std::to_string(r.rank()) + " must be at least 1");
-  if (r.rank() > smallest) {
+  if (shape_known && r.rank() < 1) fail("relora.rank", std::to_string(r.rank()) + " must be at least 1");
+  if (shape_known && r.rank() > smallest) {
     fail("relora.rank", std::to_string(r.rank()) + " is larger than the smallest layer dimension " +
                             std::to_string(smallest) + " (min of model.hidden_size and model.intermediate_size)");
   }
@@ -261,6 +272,8 @@ void validate_job_spec(const relora::v1::JobSpec& spec) {
   if (c.dir().empty()) fail("checkpoint.dir", "required");
   require_path_length("checkpoint.dir", c.dir());
   require_path_length("relora.warm_start_checkpoint", spec.relora().warm_start_checkpoint());
+  if (!spec.model().from_hf().empty() && !spec.relora().warm_start_checkpoint().empty())
+    fail("relora.warm_start_checkpoint", "set together with model.from_hf; a job starts from one set of weights");
   if (c.every_steps() < 0) fail("checkpoint.every_steps", std::to_string(c.every_steps()) + " must be >= 0 (0: only at the end)");
   if (c.keep() < 1) fail("checkpoint.keep", std::to_string(c.keep()) + " must be at least 1");
   const auto& cl = spec.cluster();

@@ -60,6 +60,7 @@ void check_job_paths(const relora::v1::JobSpec& spec, const PathRoots& roots) {
   for (int i = 0; i < d.validation_size(); ++i)
     require_inside("data.validation[" + std::to_string(i) + "]", d.validation(i), readable, "data roots");
   require_inside("data.tokenizer_model", d.tokenizer_model(), readable, "data roots");
+  require_inside("model.from_hf", spec.model().from_hf(), readable, "data roots");
   require_inside("relora.warm_start_checkpoint", spec.relora().warm_start_checkpoint(), readable, "data roots");
   require_inside("checkpoint.dir", spec.checkpoint().dir(), writable, "checkpoint root");
   require_inside("data.cache_dir", d.cache_dir(), writable, "checkpoint root");

@@ -34,6 +34,7 @@
 #include "worker/cluster/host_info.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/export.h"
+#include "worker/train/hf_config.h"
 #include "worker/train/model_state.h"
 #include "worker/train/runtime.h"
 #include "worker/train/trainer.h"
@@ -43,7 +44,9 @@ namespace {
 // The job file parsed and validated, or nothing (the error, naming the file, logged).
 std::optional<relora::v1::JobSpec> load_job_or_log(const std::string& job_path) {
   try {
-    return relora::load_job_spec_file(job_path);
+    // model.from_hf: the shape comes from its config.json, here as in the Trainer, so that
+    // --dry-run estimates the model the job will train.
+    return relora::train::apply_hf_config(relora::load_job_spec_file(job_path));
   } catch (const relora::JobSpecError& e) {
     spdlog::error("{}", e.what());
     return std::nullopt;
@@ -112,7 +115,9 @@ int run_dry_run(const std::string& job_path, const std::string& device_name) {
   const int64_t usable = relora::train::usable_memory_bytes(device);
   const std::string where = device.is_cuda() ? device_name + " (free device memory)" : "cpu (physical memory)";
   std::cout << "job '" << spec.name() << "': " << spec.relora().mode() << ", " << spec.training().dtype() << ", "
-            << spec.model().num_layers() << " layers x hidden " << spec.model().hidden_size() << ", micro-batch "
+            << spec.model().num_layers() << " layers x hidden " << spec.model().hidden_size()
+            << (spec.model().from_hf().empty() ? "" : " (from " + spec.model().from_hf() + "/config.json)")
+            << ", micro-batch "
             << spec.training().micro_batch_size() << " x " << spec.data().seq_len() << " tokens"
             << (spec.training().activation_checkpointing() ? ", activation checkpointing" : "") << "\n"
             << relora::describe_memory_estimate(estimate, usable, where) << std::flush;

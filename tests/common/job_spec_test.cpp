@@ -196,6 +196,26 @@ TEST(JobSpec, ModelWithoutPresetNeedsEveryDimension) {
   EXPECT_EQ(error_of(y), "");
 }
 
+// The worker reads the shape from the directory's config.json (worker/train/hf_config.h): the
+// submitted spec is valid without it, and nothing here defaults what config.json will say.
+TEST(JobSpec, FromHfNeedsNoShapeAndTrainsNoTokenizer) {
+  std::string y = kMinimal;
+  y.replace(y.find("  preset: nano"), 14, "  from_hf: models/llama");
+  EXPECT_EQ(error_of(y), "");
+  const JobSpec s = resolved(y);
+  EXPECT_FALSE(s.model().has_hidden_size());
+  EXPECT_FALSE(s.model().has_rms_norm_eps());
+  EXPECT_FALSE(s.model().has_rope_theta());
+  EXPECT_FALSE(s.relora().has_rank());  // hidden_size / 4 once the shape is known
+  EXPECT_FALSE(s.data().has_tokenizer_vocab_size());
+  std::string typed = y;
+  typed.replace(typed.find("  train:"), 0, "  tokenizer_model_type: bpe\n");
+  EXPECT_THAT(error_of(typed), StartsWith("data.tokenizer_model_type: applies to a tokenizer relora trains; "
+                                          "model.from_hf brings its own"));
+  EXPECT_THAT(error_of(y + "  warm_start_checkpoint: runs/x/ckpt\n"),
+              StartsWith("relora.warm_start_checkpoint: set together with model.from_hf"));
+}
+
 TEST(JobSpec, ModelShapeErrors) {
   std::string y = kMinimal;
   EXPECT_THAT(error_of(y + "model:\n"), HasSubstr("duplicate field 'model'"));

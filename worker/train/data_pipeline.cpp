@@ -87,6 +87,11 @@ DataPipeline::DataPipeline(const relora::v1::JobSpec& spec) : seq_len_(spec.data
   for (const auto& f : files) has_text = has_text || !is_token_file(f);
   if (!d.tokenizer_model().empty()) {
     tokenizer_ = std::make_unique<data::Tokenizer>(data::Tokenizer::load(d.tokenizer_model()));
+  } else if (has_text && !spec.model().from_hf().empty()) {
+    // A new tokenizer's ids would mean other pieces than the ones the model learnt.
+    throw std::runtime_error("model.from_hf: " + spec.model().from_hf() +
+                             " has no tokenizer.model; name the model's SentencePiece tokenizer in "
+                             "data.tokenizer_model (or train on pre-tokenized data: .tok files or a tokenize index)");
   } else if (has_text) {
     tokenizer_ = std::make_unique<data::Tokenizer>(
         data::Tokenizer::train_or_load_cached(files, d.tokenizer_vocab_size(), d.cache_dir(),

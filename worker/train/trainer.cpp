@@ -17,6 +17,8 @@
 #include "common/job_spec.h"
 #include "worker/model/torch_compat.h"
 #include "worker/train/export.h"
+#include "worker/train/hf_config.h"
+#include "worker/train/hf_weights.h"
 #include "worker/train/local_optimizer.h"
 #include "worker/train/model_state.h"
 #include "worker/train/runtime.h"
@@ -58,7 +60,7 @@ nlohmann::json TrainSummary::to_json() const {
 }
 
 Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
-    : spec_(std::move(spec)),
+    : spec_(apply_hf_config(std::move(spec))),  // model.from_hf: the shape from its config.json
       options_(std::move(options)),
       plan_(spec_),
       bf16_(spec_.training().dtype() == "bf16"),
@@ -106,6 +108,14 @@ Trainer::Trainer(relora::v1::JobSpec spec, TrainerOptions options)
     optimizer_ = std::make_unique<LocalOptimizer>(adamw);
   }
   if (!spec_.relora().warm_start_checkpoint().empty()) load_warm_start_weights(spec_.relora().warm_start_checkpoint());
+  // Every rank reads the Hugging Face weights itself, as it reads a warm-start checkpoint: no
+  // broadcast, and the same bytes give the same parameters. A resumed job reads them too (they are
+  // W_init of the update-spectrum reference below); its own checkpoint then replaces them.
+  if (!spec_.model().from_hf().empty()) {
+    const auto hf = load_hf_weights(model_, spec_.model().from_hf());
+    spdlog::info("initial weights: {} tensors, {} parameters from {} ({} file(s){})", hf.tensors, hf.parameters,
+                 spec_.model().from_hf(), hf.files.size(), hf.tied ? ", tied embeddings untied" : "");
+  }
   // Frozen-weight sharding takes hold when W freezes (the low-rank start, or a resume into it).
   frozen_sharded_ = spec_.cluster().shard_frozen_weights() && options_.world > 1;
   if (frozen_sharded_) model_->shard_frozen_weights(options_.parallel->frozen_weight_shards());
