@@ -76,9 +76,13 @@ void Trainer::save_checkpoint() {
       sharded_optimizer_ || frozen_sharded_ ? write_rank_shards(own) : std::vector<ShardFile>{};
   if (options_.rank != 0) return;  // the rest is identical on every rank
   nlohmann::json meta = state_->meta();
+  // Absolute, like the checkpoint path the coordinator is told: `relora-worker --export` reads it
+  // from wherever the shared volume is visible, not from this worker's working directory.
+  const std::string tokenizer =
+      data_->tokenizer_path().empty() ? "" : std::filesystem::absolute(data_->tokenizer_path()).lexically_normal().string();
   meta.update({{"next_sample", counters_.step * geometry_.global_batch()},
                {"world", options_.world},
-               {"tokenizer_model", data_->tokenizer_path()},
+               {"tokenizer_model", tokenizer},
                {"tokenizer_fingerprint", data_->tokenizer() ? data_->tokenizer()->fingerprint() : ""},
                {"eos_id", data_->eos_id()},
                {"pad_id", data_->pad_id()},
