@@ -11,6 +11,7 @@ Usage: kube_play_e2e.py BUILD_DIR (the relora CLI and tests/deploy/health_probe 
 images relora-control-plane:0.1.0 built as compose_e2e.py does). Exit 77 (skipped) without root,
 podman or kubectl, or when the image is missing.
 """
+import base64
 import os
 import shutil
 import subprocess
@@ -52,7 +53,7 @@ class KubePlay(unittest.TestCase):
         with open(cls.manifest, "w") as f:
             yaml.safe_dump_all(objects, f)
         print(f"kube play: {', '.join(o['kind'] + ' ' + o['metadata']['name'] for o in objects)}", flush=True)
-        run(["podman", "kube", "down", cls.manifest], check=False)
+        cls.clean_up()
         run(["podman", "kube", "play", cls.manifest], timeout=300)
         cls.container = next(n for n in run(["podman", "ps", "--format", "{{.Names}}"]).stdout.split()
                              if n.startswith("relora-coordinator") and n.endswith("-coordinator"))
@@ -63,11 +64,17 @@ class KubePlay(unittest.TestCase):
         print(f"kube play: container {cls.container}, pod IP {cls.ip}", flush=True)
 
     @classmethod
-    def tearDownClass(cls):
+    def clean_up(cls):
+        """The pod, and what kube play keeps after it: the claims' volumes and the Secret."""
         run(["podman", "kube", "down", cls.manifest], check=False)
         for claim in [v["persistentVolumeClaim"]["claimName"] for v in cls.deployment["spec"]["template"]["spec"]
                       ["volumes"] if "persistentVolumeClaim" in v]:
             run(["podman", "volume", "rm", "-f", claim], check=False)
+        run(["podman", "secret", "rm", cls.secret["metadata"]["name"]], check=False)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.clean_up()
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def container_spec(self):
@@ -89,18 +96,23 @@ class KubePlay(unittest.TestCase):
             self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
     def test_relora_workers_with_the_secrets_client_token(self):
-        import base64
         secret = self.secret.get("data", {})
         token = base64.b64decode(secret["client-token"]) if "client-token" in secret else \
             self.secret["stringData"]["client-token"].encode()
+        argv = self.container_spec()["args"] if "args" in self.container_spec() else self.container_spec()["command"]
+        client_token = argv[argv.index("--client-token-file") + 1]
+        mounted = run(["podman", "exec", self.container, "cat", client_token]).stdout.encode()
+        if mounted != token:
+            # podman 4.3 writes a secret volume's files base64-encoded; a kubelet decodes them.
+            # The coordinator then expects the encoded text, and so does every client here.
+            self.assertEqual(mounted, base64.b64encode(token), "the mounted token is neither the Secret's nor its base64")
+            print("podman mounts the Secret's data base64-encoded (a kubelet decodes it)", flush=True)
         token_file = os.path.join(self.tmp, "client-token")
         with open(token_file, "wb") as f:
-            f.write(token)
+            f.write(mounted)
         host = run([os.path.join(BUILD, "client/relora"), "--coordinator", f"{self.ip}:50051",
                     "--token-file", token_file, "workers"])
         print(f"relora workers (host): {host.stdout.strip()}", flush=True)
-        argv = self.container_spec()["args"] if "args" in self.container_spec() else self.container_spec()["command"]
-        client_token = argv[argv.index("--client-token-file") + 1]
         inside = run(["podman", "exec", self.container, "relora", "--coordinator", "127.0.0.1:50051",
                       "--token-file", client_token, "workers"])
         print(f"relora workers (in the pod): {inside.stdout.strip()}", flush=True)
