@@ -20,8 +20,11 @@ for f in "${files[@]}"; do
   mkdir -p "$out/$(dirname "$f")"
   cp -f "$build/$f" "$out/$f"
 done
-commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+# The commit of the sources the build tree was configured from (not necessarily this checkout).
+src="$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt" 2>/dev/null)"
+src="${src:-.}"
+commit="$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 dirty=""
-git diff --quiet HEAD -- 2>/dev/null || dirty=" (with uncommitted changes)"
+git -C "$src" diff --quiet HEAD -- 2>/dev/null || dirty=" (with uncommitted changes)"
 echo "built from $commit$dirty in $build" > "$out/SOURCE"
 echo "staged ${#files[@]} binaries from $build ($commit$dirty) in $out"
