@@ -45,7 +45,7 @@ TEST(TrainFromHf, FirstLossIsTheImportedModelsLoss) {
   double direct = 0;
   std::vector<int64_t> tokens;
   for (int64_t k = 0; k < g.grad_accum; ++k) {
-    data::gather_blocks(data.train(), data.order(), data::micro_batch_samples(g, 0, k, 0), tokens);
+    data::gather_blocks(data.train_sources(), data.order(), data::micro_batch_samples(g, 0, k, 0), tokens);
     const auto batch = torch::from_blob(tokens.data(), {g.micro_batch, data.seq_len()}, torch::kLong);
     torch::NoGradGuard no_grad;
     direct += imported->loss(batch).item<double>();
