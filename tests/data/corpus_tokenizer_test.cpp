@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -92,6 +93,58 @@ TEST(DataTokenize, ResumeKeepsVerifiedShardsAndRedoesTheRest) {
 
   // Another run's directory is refused rather than mixed.
   EXPECT_THROW(run({dir.file("corpus/a.txt")}, dir.file("cut"), 1, 5000), std::runtime_error);
+}
+
+// The encoder threads decode JSON records (the reader only splits lines): a record whose text is
+// empty writes nothing but still counts in the positions a resume starts from, and a malformed
+// line fails the run naming file and line, whichever thread met it.
+TEST(DataTokenize, JsonRecordsAreDecodedByTheEncodersAndEmptyTextsKeepResumeExact) {
+  TempDir dir;
+  const auto docs = relora::testing::synthetic_documents();
+  std::string with_empties;
+  for (size_t i = 0; i < docs.size(); ++i) {
+    if (i % 5 == 0) with_empties += "{\"text\": \"\"}\n\n";  // an empty text and a blank line
+    with_empties += relora::testing::jsonl({docs[i]});
+  }
+  fs::create_directories(dir.file("a"));
+  fs::create_directories(dir.file("b"));
+  relora::testing::write_bytes(dir.file("a/c.jsonl"), with_empties);
+  relora::testing::write_bytes(dir.file("b/c.jsonl"), relora::testing::jsonl(docs));
+  const auto full = run({dir.file("a")}, dir.file("full"), 2, 5000);
+  run({dir.file("b")}, dir.file("plain"), 1, 5000);
+  EXPECT_EQ(full.documents, docs.size());
+  auto shards_of = [](std::map<std::string, std::string> files) {
+    files.erase("index.json");  // names its inputs
+    return files;
+  };
+  const auto reference = relora::testing::dir_contents(dir.file("full"));
+  ASSERT_GT(reference.size(), 4u);
+  EXPECT_TRUE(shards_of(reference) == shards_of(relora::testing::dir_contents(dir.file("plain"))))
+      << "empty texts changed the shards";
+
+  TokenIndex index = read_token_index(dir.file("full/index.json"));
+  index.shards.resize(2);
+  index.complete = false;
+  write_token_index(dir.file("full/index.json"), index);
+  fs::remove(dir.file("full/shard-00002.tok"));
+  const auto resumed = run({dir.file("a")}, dir.file("full"), 3, 5000);
+  EXPECT_EQ(resumed.shards_reused, 2u);
+  EXPECT_TRUE(relora::testing::dir_contents(dir.file("full")) == reference);
+
+  const size_t bad_line = with_empties.size() * 3 / 4;  // in a later chunk than the first (256 KB)
+  std::string broken = with_empties;
+  const size_t at = broken.find('\n', bad_line) + 1;
+  const size_t line = static_cast<size_t>(std::count(broken.begin(), broken.begin() + at, '\n')) + 1;
+  broken.insert(at, "{\"text\": 42}\n");
+  fs::create_directories(dir.file("bad"));
+  relora::testing::write_bytes(dir.file("bad/c.jsonl"), broken);
+  try {
+    run({dir.file("bad")}, dir.file("bad-out"), 2, 5000);
+    FAIL() << "a record without a string text was tokenized";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("c.jsonl:" + std::to_string(line) + ": no string field \"text\""),
+              std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

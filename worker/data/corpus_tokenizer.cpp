@@ -30,23 +30,35 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // A chunk is the unit of work: big enough that queue traffic is negligible next to encoding,
-// small enough that a few per thread stay in memory.
-constexpr size_t kChunkTextBytes = 1 << 20;
+// small enough that a few per thread stay in memory and that the last chunks, which leave the
+// other threads idle, are short (~25 ms of encoding).
+constexpr size_t kChunkTextBytes = 1 << 18;
 constexpr size_t kChunkDocuments = 4096;
-// Bumped when the shard contents a run produces would change: part of every run key.
-constexpr const char* kRecipe = "tokenize-v1";
+// Bumped when the shard contents a run produces, or the meaning of the positions its index
+// records, would change: part of every run key. v2: positions count records (a JSON line whose
+// text is empty included), since the reader no longer decodes them.
+constexpr const char* kRecipe = "tokenize-v2";
 
+// Records as the reader found them; the encoder decodes and encodes them (JSON parsing is a
+// large share of the work per byte: in the reader it would cap the pipeline at one core's rate).
 struct Chunk {
   uint64_t id = 0;
-  std::vector<std::string> texts;
-  std::vector<uint64_t> input;    // per document: which input it came from
-  std::vector<uint64_t> ordinal;  // per document: its index among that input's documents
-  std::vector<uint32_t> tokens;   // all documents' ids, each followed by EOS
-  std::vector<size_t> ends;       // per document: end offset in `tokens`
+  // Read side: the records' bytes back to back (one allocation per chunk, not one per record).
+  std::string bytes;
+  std::vector<size_t> record_ends;
+  std::vector<bool> json;
+  std::vector<uint64_t> line;
+  std::vector<uint64_t> record_input;    // which input each record came from
+  std::vector<uint64_t> record_ordinal;  // its index among that input's records
+  // Encode side, per document kept (a record with an empty text is dropped):
+  std::vector<uint64_t> input;
+  std::vector<uint64_t> ordinal;
+  std::vector<uint32_t> tokens;  // all documents' ids, each followed by EOS
+  std::vector<size_t> ends;      // per document: end offset in `tokens`
   uint64_t text_bytes = 0;
 };
 
-// Where the next shard's first document is: input file, and documents of it already written.
+// Where the next shard's first document is: input file, and records of it already written.
 struct Position {
   uint64_t input = 0;
   uint64_t document = 0;
@@ -86,31 +98,33 @@ Position keep_verified_shards(const std::string& dir, TokenIndex& index) {
 // The three stages' shared state. State below is protected by mutex_.
 class Pipeline {
  public:
-  Pipeline(const Tokenizer& tokenizer, int threads)
-      : tokenizer_(tokenizer), max_in_flight_(static_cast<uint64_t>(4 * threads + 4)) {}
+  Pipeline(const Tokenizer& tokenizer, const std::vector<std::string>& files, int threads)
+      : tokenizer_(tokenizer), files_(files), max_in_flight_(static_cast<uint64_t>(4 * threads + 4)) {}
 
-  // Reader thread: documents from `files` starting at `from`, into chunks.
-  void read(const std::vector<std::string>& files, Position from) {
+  // Reader thread: records from the files starting at `from`, into chunks.
+  void read(Position from) {
     guard([&] {
       auto chunk = std::make_unique<Chunk>();
-      for (uint64_t i = from.input; i < files.size(); ++i) {
+      for (uint64_t i = from.input; i < files_.size(); ++i) {
         uint64_t ordinal = 0;
-        read_documents(files[i], [&](std::string_view doc) {
+        read_records(files_[i], [&](const DocumentRecord& record) {
           const uint64_t at = ordinal++;
           if (i == from.input && at < from.document) return;  // already in a kept shard
-          chunk->texts.emplace_back(doc);
-          chunk->input.push_back(i);
-          chunk->ordinal.push_back(at);
-          chunk->text_bytes += doc.size();
-          if (chunk->text_bytes >= kChunkTextBytes || chunk->texts.size() >= kChunkDocuments) {
+          chunk->bytes.append(record.bytes);
+          chunk->record_ends.push_back(chunk->bytes.size());
+          chunk->json.push_back(record.json);
+          chunk->line.push_back(record.line);
+          chunk->record_input.push_back(i);
+          chunk->record_ordinal.push_back(at);
+          if (chunk->bytes.size() >= kChunkTextBytes || chunk->record_ends.size() >= kChunkDocuments) {
             push(std::move(chunk));
             chunk = std::make_unique<Chunk>();
           }
         }, &file_bytes_read);
-        files_bytes_done += fs::file_size(files[i]);
+        files_bytes_done += fs::file_size(files_[i]);
         file_bytes_read = 0;
       }
-      if (!chunk->texts.empty()) push(std::move(chunk));
+      if (!chunk->record_ends.empty()) push(std::move(chunk));
       std::lock_guard<std::mutex> lock(mutex_);
       reading_done_ = true;
       cv_.notify_all();
@@ -130,12 +144,7 @@ class Pipeline {
           chunk = std::move(todo_.front());
           todo_.pop_front();
         }
-        for (const auto& text : chunk->texts) {
-          for (int id : tokenizer_.encode(text)) chunk->tokens.push_back(static_cast<uint32_t>(id));
-          chunk->tokens.push_back(eos);
-          chunk->ends.push_back(chunk->tokens.size());
-        }
-        chunk->texts = {};  // the text is no longer needed while the chunk waits for its turn
+        encode_chunk(*chunk, eos);
         std::lock_guard<std::mutex> lock(mutex_);
         done_[chunk->id] = std::move(chunk);
         cv_.notify_all();
@@ -169,6 +178,27 @@ class Pipeline {
   std::atomic<uint64_t> files_bytes_done{0};  // of the files read to the end
 
  private:
+  void encode_chunk(Chunk& chunk, uint32_t eos) const {
+    std::string decoded;
+    std::string text;
+    size_t begin = 0;
+    for (size_t r = 0; r < chunk.record_ends.size(); ++r) {
+      const DocumentRecord record{std::string_view(chunk.bytes).substr(begin, chunk.record_ends[r] - begin),
+                                  chunk.json[r], chunk.line[r]};
+      begin = chunk.record_ends[r];
+      const std::string_view view = record_text(record, files_[chunk.record_input[r]], decoded);
+      if (view.empty()) continue;
+      if (!record.json) text.assign(view);  // a JSON record's text is `decoded` already
+      for (int id : tokenizer_.encode(record.json ? decoded : text)) chunk.tokens.push_back(static_cast<uint32_t>(id));
+      chunk.tokens.push_back(eos);
+      chunk.ends.push_back(chunk.tokens.size());
+      chunk.input.push_back(chunk.record_input[r]);
+      chunk.ordinal.push_back(chunk.record_ordinal[r]);
+      chunk.text_bytes += view.size();
+    }
+    chunk.bytes = {};  // the text is no longer needed while the chunk waits for its turn
+  }
+
   template <typename F>
   void guard(F&& body) {
     try {
@@ -188,6 +218,7 @@ class Pipeline {
   }
 
   const Tokenizer& tokenizer_;
+  const std::vector<std::string>& files_;
   const uint64_t max_in_flight_;  // chunks read but not yet written: bounds memory
 
   std::mutex mutex_;
@@ -287,10 +318,10 @@ TokenizeResult tokenize_corpus(const TokenizeOptions& options,
   progress.shards = index.shards.size();
   if (!index.complete) {
     const int threads = options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
-    Pipeline pipeline(tokenizer, threads);
+    Pipeline pipeline(tokenizer, files, threads);
     for (uint64_t i = 0; i < from.input && i < files.size(); ++i) pipeline.files_bytes_done += fs::file_size(files[i]);
     std::vector<std::thread> workers;
-    workers.emplace_back([&] { pipeline.read(files, from); });
+    workers.emplace_back([&] { pipeline.read(from); });
     for (int t = 0; t < threads; ++t) workers.emplace_back([&] { pipeline.encode(); });
     ShardWriter shards(options.out_dir, index);
     auto last_report = Clock::now();

@@ -86,29 +86,16 @@ class LineReader {
   bool eof_ = false;
 };
 
-void read_json_lines(const std::string& path, const std::function<void(std::string_view)>& on_document,
-                     std::atomic<uint64_t>* bytes_read) {
+void read_json_records(const std::string& path, const std::function<void(const DocumentRecord&)>& on_record,
+                       std::atomic<uint64_t>* bytes_read) {
   LineReader reader(path);
   std::string_view line;
-  size_t line_number = 0;
+  uint64_t line_number = 0;
   while (reader.next(line)) {
     ++line_number;
     if (bytes_read != nullptr) bytes_read->store(reader.position(), std::memory_order_relaxed);
     if (line.find_first_not_of(" \t") == std::string_view::npos) continue;  // blank line
-    const std::string where = path + ":" + std::to_string(line_number);
-    nlohmann::json object;
-    try {
-      object = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      throw std::runtime_error(where + ": not a JSON object: " + e.what());
-    }
-    if (!object.is_object()) throw std::runtime_error(where + ": not a JSON object");
-    const auto text = object.find("text");
-    if (text == object.end() || !text->is_string()) {
-      throw std::runtime_error(where + ": no string field \"text\"");
-    }
-    const std::string& document = text->get_ref<const std::string&>();
-    if (!document.empty()) on_document(document);
+    on_record(DocumentRecord{line, /*json=*/true, line_number});
   }
 }
 
@@ -120,13 +107,13 @@ bool is_separator(std::string_view line) {
   return core == "<|endoftext|>" || core == "%";
 }
 
-void read_plain_text(const std::string& path, const std::function<void(std::string_view)>& on_document,
+void read_plain_text(const std::string& path, const std::function<void(const DocumentRecord&)>& on_record,
                      std::atomic<uint64_t>* bytes_read) {
   LineReader reader(path);
   std::string document;
   // A document of only blank lines is empty too: it is skipped like an empty one.
   auto flush = [&] {
-    if (document.find_first_not_of(" \t\n") != std::string::npos) on_document(document);
+    if (document.find_first_not_of(" \t\n") != std::string::npos) on_record(DocumentRecord{document});
     document.clear();
   };
   std::string_view line;
@@ -175,16 +162,43 @@ std::vector<std::string> expand_input_paths(const std::vector<std::string>& path
   return files;
 }
 
-void read_documents(const std::string& path, const std::function<void(std::string_view)>& on_document,
-                    std::atomic<uint64_t>* bytes_read) {
+void read_records(const std::string& path, const std::function<void(const DocumentRecord&)>& on_record,
+                  std::atomic<uint64_t>* bytes_read) {
   std::string_view name = path;
   if (ends_with(name, ".gz")) name.remove_suffix(3);
   if (ends_with(name, ".zst")) name.remove_suffix(4);
   if (ends_with(name, ".json") || ends_with(name, ".jsonl")) {
-    read_json_lines(path, on_document, bytes_read);
+    read_json_records(path, on_record, bytes_read);
   } else {
-    read_plain_text(path, on_document, bytes_read);
+    read_plain_text(path, on_record, bytes_read);
   }
+}
+
+std::string_view record_text(const DocumentRecord& record, const std::string& path, std::string& storage) {
+  if (!record.json) return record.bytes;
+  const auto where = [&] { return path + ":" + std::to_string(record.line); };
+  nlohmann::json object;
+  try {
+    object = nlohmann::json::parse(record.bytes);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(where() + ": not a JSON object: " + e.what());
+  }
+  if (!object.is_object()) throw std::runtime_error(where() + ": not a JSON object");
+  const auto text = object.find("text");
+  if (text == object.end() || !text->is_string()) {
+    throw std::runtime_error(where() + ": no string field \"text\"");
+  }
+  storage = std::move(text->get_ref<std::string&>());
+  return storage;
+}
+
+void read_documents(const std::string& path, const std::function<void(std::string_view)>& on_document,
+                    std::atomic<uint64_t>* bytes_read) {
+  std::string storage;
+  read_records(path, [&](const DocumentRecord& record) {
+    const std::string_view text = record_text(record, path, storage);
+    if (!text.empty()) on_document(text);
+  }, bytes_read);
 }
 
 std::string inputs_digest(const std::vector<std::string>& files, const std::string& salt) {

@@ -25,6 +25,26 @@ std::vector<std::string> expand_input_paths(const std::vector<std::string>& path
 void read_documents(const std::string& path, const std::function<void(std::string_view)>& on_document,
                     std::atomic<uint64_t>* bytes_read = nullptr);
 
+// A document as its file holds it, before decoding: for JSON lines the raw line, whose "text"
+// field record_text() extracts; for plain text the document itself. Lets a pipeline read files
+// in one thread and decode the records in many.
+struct DocumentRecord {
+  std::string_view bytes;
+  bool json = false;
+  uint64_t line = 0;  // 1-based line of a JSON record, for error messages
+};
+
+// Calls `on_record` for each record of `path`, in order: every non-blank line of a JSON-lines
+// file (whether or not its text turns out empty), every non-blank document of a plain-text one.
+// Same formats, compressions and `bytes_read` as read_documents().
+void read_records(const std::string& path, const std::function<void(const DocumentRecord&)>& on_record,
+                  std::atomic<uint64_t>* bytes_read = nullptr);
+
+// The document text of a record: a plain-text record's bytes, or a JSON record's "text" field
+// decoded into `storage`. Throws naming path:line for a line that is not a JSON object with a
+// string "text". May be empty (read_documents skips those).
+std::string_view record_text(const DocumentRecord& record, const std::string& path, std::string& storage);
+
 // Hex digest of `salt` and each file's absolute path, size and mtime: the cache key of anything
 // derived from these files (a trained tokenizer, a token file). Changing a file invalidates it.
 std::string inputs_digest(const std::vector<std::string>& files, const std::string& salt);

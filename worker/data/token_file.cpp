@@ -65,12 +65,25 @@ void TokenWriter::append(const uint32_t* tokens, size_t n) {
   // zlib treats a null buffer as "return the initial crc", which would silently reset the
   // running checksum (an empty std::vector's data() may be null).
   if (n == 0) return;
-  write_all(tokens, n * sizeof(uint32_t));
   crc_ = crc_update(crc_, tokens, n * sizeof(uint32_t));
   count_ += n;
+  constexpr size_t kPendingTokens = 1 << 18;  // 1 MiB
+  if (pending_.size() + n > kPendingTokens) flush();
+  if (n >= kPendingTokens) {
+    write_all(tokens, n * sizeof(uint32_t));
+  } else {
+    pending_.insert(pending_.end(), tokens, tokens + n);
+  }
+}
+
+void TokenWriter::flush() {
+  if (pending_.empty()) return;
+  write_all(pending_.data(), pending_.size() * sizeof(uint32_t));
+  pending_.clear();
 }
 
 void TokenWriter::commit(uint32_t vocab_size, uint64_t documents) {
+  flush();
   unsigned char header[kHeaderBytes] = {};
   std::memcpy(header, kMagic, sizeof kMagic);
   std::memcpy(header + kVersionAt, &kVersion, 4);

@@ -29,11 +29,15 @@ class TokenWriter {
 
  private:
   void write_all(const void* data, size_t n);
+  void flush();
   [[noreturn]] void fail(const std::string& what) const;
 
   std::string path_;
   std::string temp_;
   int fd_ = -1;
+  // Appends are gathered here and written in large pieces: callers append one document at a
+  // time, and a system call per document cost more than the checksum.
+  std::vector<uint32_t> pending_;
   uint32_t crc_ = 0;
   uint64_t count_ = 0;
   bool committed_ = false;
