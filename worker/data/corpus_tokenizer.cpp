@@ -299,7 +299,8 @@ TokenizeResult tokenize_corpus(const TokenizeOptions& options,
     TokenIndex previous = read_token_index(index_file);
     if (previous.run_key != index.run_key) {
       throw std::runtime_error(options.out_dir + " holds the index of another tokenize run (other inputs, tokenizer "
-                               "or shard size): use an empty output directory");
+                               "or shard size, or a relora version that recorded positions differently): use an "
+                               "empty output directory");
     }
     from = keep_verified_shards(options.out_dir, previous);
     index.shards = previous.shards;
