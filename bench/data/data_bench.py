@@ -4,8 +4,10 @@
   tokenize   `relora tokenize` text rate with 1 and 2 threads (target: 2 threads >= 1.8x one),
              against SentencePiece's own `spm_encode` on the same paragraphs (target: one
              relora thread within 20% of it: the per-core rate), and two independent one-thread
-             runs at once (what two cores of this machine give without any sharing: the ceiling
-             for the 2-thread speed-up). Best of --repeat interleaved runs each.
+             runs at once (what two cores of this machine give to this work with nothing shared
+             in software). --repeat interleaved rounds; best against best and the median of the
+             rounds' ratios, and whether the machine held its speed (single-threaded runs within
+             15% of each other).
   stream     a tiny job over a generated 20 GB token index (sparse shards: nothing is written but
              headers, and removed afterwards) against the same job over a 20 MB one: seconds
              until the first step (target < 5 s) and peak RSS (target: within 10%).
@@ -20,6 +22,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -78,12 +81,17 @@ def run_tokenize(args, work, threads):
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"seconds": r["seconds"], "mb_s": r["text_bytes"] / 1e6 / r["seconds"], "cpu_seconds": cpu,
-            "mb_per_cpu_s": r["text_bytes"] / 1e6 / cpu, "tokens": r["tokens"]}
+            "mb_per_cpu_s": r["text_bytes"] / 1e6 / cpu, "tokens": r["tokens"],
+            # CPU seconds over wall seconds: how many cores the run kept busy. Unlike a rate, it
+            # barely moves when the host slows the machine down: whether two threads keep two
+            # cores busy, and one thread one (no hidden help from a second core).
+            "cores_busy": cpu / r["seconds"]}
 
 
 def run_pair(args, work):
-    """Two independent one-thread runs at once: what two cores give with no sharing between the
-    two (separate processes, memory, files), the machine's own ceiling for a 2-thread speed-up."""
+    """Two independent one-thread runs at once: what two cores of this machine give to this work
+    with nothing shared in software (separate processes, memory, files). A reference for the
+    2-thread speed-up, not a bound: two threads share one copy of the model in the caches."""
     procs = [(relora_tokenize(args, work, 1, os.path.join(work, f"pair-{k}")), os.path.join(work, f"pair-{k}"))
              for k in (0, 1)]
     results = [finish_tokenize(p, out) for p, out in procs]
@@ -116,15 +124,29 @@ def bench_tokenize(args, work):
         for threads in (1, 2):
             runs[str(threads)].append(run_tokenize(args, work, threads))
         runs["pair"].append(run_pair(args, work))
-        print(f"tokenize round {rep + 1}/{args.repeat}: 1 thread {runs['1'][-1]['mb_s']:.1f} MB/s, "
-              f"2 threads {runs['2'][-1]['mb_s']:.1f} MB/s, two 1-thread processes "
+        print(f"tokenize round {rep + 1}/{args.repeat}: 1 thread {runs['1'][-1]['mb_s']:.1f} MB/s "
+              f"({runs['1'][-1]['cores_busy']:.2f} cores busy), 2 threads {runs['2'][-1]['mb_s']:.1f} MB/s "
+              f"({runs['2'][-1]['cores_busy']:.2f} cores busy), two 1-thread processes "
               f"{runs['pair'][-1]['mb_s']:.1f} MB/s, spm_encode {text_bytes / 1e6 / runs['spm_encode'][-1]:.1f} MB/s",
               file=sys.stderr, flush=True)
     best = {k: max(v, key=lambda r: r["mb_s"]) for k, v in runs.items() if k != "spm_encode"}
     spm_mb_s = text_bytes / 1e6 / min(runs["spm_encode"])
     one, two, pair = best["1"]["mb_s"], best["2"]["mb_s"], best["pair"]["mb_s"]
+    rounds = sorted(b["mb_s"] / a["mb_s"] for a, b in zip(runs["1"], runs["2"]))
+    # Runs of one single-threaded configuration are the yardstick of the machine's own speed: when
+    # spm_encode's or the one-thread runs differ by more than 15%, the (shared, virtual) machine
+    # changed speed during the bench, and its ratios are not figures of the program.
+    spread = max(max(v) / min(v) for v in (runs["spm_encode"], [1 / r["mb_s"] for r in runs["1"]]))
+    steady = spread <= 1.15
+    print(f"tokenize: 2 threads / 1 = {two / one:.2f}x best against best, {statistics.median(rounds):.2f}x "
+          f"median of rounds; two processes / 1 = {pair / one:.2f}x; largest spread of a single-threaded "
+          f"configuration {spread:.2f}: {'steady' if steady else 'UNSTEADY machine, measure again'}",
+          file=sys.stderr, flush=True)
     return {"text_mb": text_bytes / 1e6, "repeat": args.repeat, "spm_encode_mb_s": spm_mb_s,
+            "machine_steady": steady, "single_thread_spread": spread,
+            "speedup_2_threads_median_of_rounds": statistics.median(rounds),
             "relora": {1: best["1"], 2: best["2"]}, "two_processes_mb_s": pair,
+            "all_cores_busy": {k: [round(r["cores_busy"], 2) for r in runs[k]] for k in ("1", "2")},
             "all_mb_s": {k: [round(text_bytes / 1e6 / r, 2) if k == "spm_encode" else round(r["mb_s"], 2)
                              for r in v] for k, v in runs.items()},
             "speedup_2_threads": two / one, "machine_ceiling_2_cores": pair / one,
