@@ -42,19 +42,21 @@ constexpr const char* kRecipe = "tokenize-v2";
 // Records as the reader found them; the encoder decodes and encodes them (JSON parsing is a
 // large share of the work per byte: in the reader it would cap the pipeline at one core's rate).
 struct Chunk {
+  struct Record {
+    size_t end = 0;        // in `bytes`
+    uint64_t input = 0;    // which input it came from
+    uint64_t ordinal = 0;  // its index among that input's records
+    uint64_t line = 0;     // for a JSON record's errors
+    bool json = false;
+  };
   uint64_t id = 0;
   // Read side: the records' bytes back to back (one allocation per chunk, not one per record).
   std::string bytes;
-  std::vector<size_t> record_ends;
-  std::vector<bool> json;
-  std::vector<uint64_t> line;
-  std::vector<uint64_t> record_input;    // which input each record came from
-  std::vector<uint64_t> record_ordinal;  // its index among that input's records
+  std::vector<Record> records;
   // Encode side, per document kept (a record with an empty text is dropped):
-  std::vector<uint64_t> input;
-  std::vector<uint64_t> ordinal;
+  std::vector<size_t> kept;      // its record
   std::vector<uint32_t> tokens;  // all documents' ids, each followed by EOS
-  std::vector<size_t> ends;      // per document: end offset in `tokens`
+  std::vector<size_t> ends;      // end offset in `tokens`
   uint64_t text_bytes = 0;
 };
 
@@ -111,12 +113,8 @@ class Pipeline {
           const uint64_t at = ordinal++;
           if (i == from.input && at < from.document) return;  // already in a kept shard
           chunk->bytes.append(record.bytes);
-          chunk->record_ends.push_back(chunk->bytes.size());
-          chunk->json.push_back(record.json);
-          chunk->line.push_back(record.line);
-          chunk->record_input.push_back(i);
-          chunk->record_ordinal.push_back(at);
-          if (chunk->bytes.size() >= kChunkTextBytes || chunk->record_ends.size() >= kChunkDocuments) {
+          chunk->records.push_back({chunk->bytes.size(), i, at, record.line, record.json});
+          if (chunk->bytes.size() >= kChunkTextBytes || chunk->records.size() >= kChunkDocuments) {
             push(std::move(chunk));
             chunk = std::make_unique<Chunk>();
           }
@@ -124,7 +122,7 @@ class Pipeline {
         files_bytes_done += fs::file_size(files_[i]);
         file_bytes_read = 0;
       }
-      if (!chunk->record_ends.empty()) push(std::move(chunk));
+      if (!chunk->records.empty()) push(std::move(chunk));
       std::lock_guard<std::mutex> lock(mutex_);
       reading_done_ = true;
       cv_.notify_all();
@@ -182,18 +180,17 @@ class Pipeline {
     std::string decoded;
     std::string text;
     size_t begin = 0;
-    for (size_t r = 0; r < chunk.record_ends.size(); ++r) {
-      const DocumentRecord record{std::string_view(chunk.bytes).substr(begin, chunk.record_ends[r] - begin),
-                                  chunk.json[r], chunk.line[r]};
-      begin = chunk.record_ends[r];
-      const std::string_view view = record_text(record, files_[chunk.record_input[r]], decoded);
+    for (size_t r = 0; r < chunk.records.size(); ++r) {
+      const Chunk::Record& at = chunk.records[r];
+      const DocumentRecord record{std::string_view(chunk.bytes).substr(begin, at.end - begin), at.json, at.line};
+      begin = at.end;
+      const std::string_view view = record_text(record, files_[at.input], decoded);
       if (view.empty()) continue;
       if (!record.json) text.assign(view);  // a JSON record's text is `decoded` already
       for (int id : tokenizer_.encode(record.json ? decoded : text)) chunk.tokens.push_back(static_cast<uint32_t>(id));
       chunk.tokens.push_back(eos);
       chunk.ends.push_back(chunk.tokens.size());
-      chunk.input.push_back(chunk.record_input[r]);
-      chunk.ordinal.push_back(chunk.record_ordinal[r]);
+      chunk.kept.push_back(r);
       chunk.text_bytes += view.size();
     }
     chunk.bytes = {};  // the text is no longer needed while the chunk waits for its turn
@@ -344,7 +341,8 @@ TokenizeResult tokenize_corpus(const TokenizeOptions& options,
         if (!chunk) break;
         size_t begin = 0;
         for (size_t d = 0; d < chunk->ends.size(); ++d) {
-          shards.add(chunk->tokens.data() + begin, chunk->ends[d] - begin, {chunk->input[d], chunk->ordinal[d] + 1});
+          const Chunk::Record& record = chunk->records[chunk->kept[d]];
+          shards.add(chunk->tokens.data() + begin, chunk->ends[d] - begin, {record.input, record.ordinal + 1});
           begin = chunk->ends[d];
         }
         progress.documents += chunk->ends.size();

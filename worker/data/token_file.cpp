@@ -242,24 +242,19 @@ std::string tokenize_to_cache(const std::vector<std::string>& inputs, const Toke
 
   const auto vocab = static_cast<uint32_t>(tokenizer.vocab_size());
   const auto eos = static_cast<uint32_t>(tokenizer.eos_id());
-  TokenWriter writer(path);
+  TokenWriter writer(path);  // gathers its appends into large writes itself
   uint64_t documents = 0;
   uint64_t text_bytes = 0;
-  std::vector<uint32_t> buffer;  // flushed in chunks: one write per ~4 MB, not per document
+  std::vector<uint32_t> ids;
   const auto start = std::chrono::steady_clock::now();
   auto last_log = start;
-  auto flush = [&] {
-    writer.append(buffer.data(), buffer.size());
-    buffer.clear();
-  };
   auto log_progress = [&](bool force) {
     const auto now = std::chrono::steady_clock::now();
     if (!force && now - last_log < std::chrono::seconds(10)) return;
     last_log = now;
     const double seconds = std::chrono::duration<double>(now - start).count();
     spdlog::info("tokens: {} documents, {} tokens, {:.1f} MB of text at {:.1f} MB/s", documents,
-                 writer.count() + buffer.size(), text_bytes / 1e6,
-                 seconds > 0 ? text_bytes / 1e6 / seconds : 0.0);
+                 writer.count(), text_bytes / 1e6, seconds > 0 ? text_bytes / 1e6 / seconds : 0.0);
   };
 
   for (const auto& file : files) {
@@ -271,24 +266,21 @@ std::string tokenize_to_cache(const std::vector<std::string>& inputs, const Toke
                                  std::to_string(tokens.vocab_size()) + ", the tokenizer has " +
                                  std::to_string(vocab));
       }
-      flush();
       writer.append(tokens.data(), tokens.size());
       documents += tokens.documents();
       continue;
     }
     read_documents(file, [&](std::string_view document) {
       // SentencePiece's Encode takes a string_view; Tokenizer::encode takes a string.
-      for (int id : tokenizer.encode(std::string(document))) buffer.push_back(static_cast<uint32_t>(id));
-      buffer.push_back(eos);
+      ids.clear();
+      for (int id : tokenizer.encode(std::string(document))) ids.push_back(static_cast<uint32_t>(id));
+      ids.push_back(eos);
+      writer.append(ids.data(), ids.size());
       ++documents;
       text_bytes += document.size();
-      if (buffer.size() >= (1u << 20)) {
-        flush();
-        log_progress(false);
-      }
+      log_progress(false);
     });
   }
-  flush();
   writer.commit(vocab, documents);
   log_progress(true);
   spdlog::info("tokens: wrote {}", path);
